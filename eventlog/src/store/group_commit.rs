@@ -1,0 +1,122 @@
+//! Group commit: one writer task per store turns many concurrent append requests into one
+//! transaction and one fsync, then answers each request. A request is answered only after the
+//! transaction holding it committed, so an acknowledged event is durable.
+
+use super::{append_request, AppendTx, Appended, GroupState, StoreError};
+use crate::envelope::{format_timestamp, ValidatedEvent};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Most events one group transaction takes before it commits. A single request larger than this
+/// still goes in whole (requests are never split).
+pub const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// How many requests may wait for the writer before appenders feel back-pressure.
+pub(crate) const QUEUE_DEPTH: usize = 4_096;
+
+pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
+
+pub(crate) struct AppendRequest {
+    pub events: Vec<ValidatedEvent>,
+    pub reply: Reply,
+}
+
+/// A store's side of the group transaction.
+#[async_trait]
+pub(crate) trait GroupWriter: AppendTx + Send + 'static {
+    /// Begins the group transaction (taking whatever lock orders appends) and returns the
+    /// highest committed position.
+    async fn begin(&mut self) -> Result<i64, sqlx::Error>;
+    /// Commits; `last_position` is the highest position written in the group.
+    async fn commit(&mut self, last_position: i64) -> Result<(), sqlx::Error>;
+    /// Abandons the group after an error (best effort; the connection is dropped after it).
+    async fn abandon(&mut self);
+}
+
+/// Starts the writer task. It ends when every sender is dropped and the queue is drained.
+pub(crate) fn spawn<W: GroupWriter>(
+    mut writer: W,
+    head_tx: watch::Sender<i64>,
+) -> (mpsc::Sender<AppendRequest>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<AppendRequest>(QUEUE_DEPTH);
+    let handle = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut size = first.events.len();
+            let mut group = vec![first];
+            while size < MAX_GROUP_EVENTS {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        size += next.events.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match write_group(&mut writer, &group).await {
+                Ok((answers, last)) => {
+                    head_tx.send_if_modified(|head| {
+                        let advanced = last > *head;
+                        *head = (*head).max(last);
+                        advanced
+                    });
+                    for (request, answer) in group.into_iter().zip(answers) {
+                        // The appender may have gone away (client disconnected); the events are
+                        // stored all the same, and a retry with the same key will find them.
+                        let _ = request.reply.send(answer);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, requests = group.len(), events = size, "append group failed; nothing of it was stored");
+                    writer.abandon().await;
+                    for request in group {
+                        let _ = request
+                            .reply
+                            .send(Err(StoreError::NotStored(err.to_string())));
+                    }
+                }
+            }
+        }
+    });
+    (tx, handle)
+}
+
+async fn write_group<W: GroupWriter>(
+    writer: &mut W,
+    group: &[AppendRequest],
+) -> Result<(Vec<Result<Vec<Appended>, StoreError>>, i64), sqlx::Error> {
+    let head = writer.begin().await?;
+    let mut state = GroupState {
+        next_position: head + 1,
+        recorded_at: format_timestamp(chrono::Utc::now()),
+        stream_versions: HashMap::new(),
+    };
+    let mut answers = Vec::with_capacity(group.len());
+    for request in group {
+        answers.push(append_request(writer, &mut state, &request.events).await?);
+    }
+    let last = state.next_position - 1;
+    writer.commit(last).await?;
+    Ok((answers, last))
+}
+
+/// Sends a request to the writer and waits for its answer.
+pub(crate) async fn submit(
+    queue: &tokio::sync::RwLock<Option<mpsc::Sender<AppendRequest>>>,
+    events: Vec<ValidatedEvent>,
+) -> Result<Vec<Appended>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (reply, answer) = oneshot::channel();
+    {
+        let guard = queue.read().await;
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender
+            .send(AppendRequest { events, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+    }
+    answer.await.map_err(|_| StoreError::Closed)?
+}

@@ -1,0 +1,358 @@
+//! The `EventLog` trait and what both stores share: the group-commit writer and the append
+//! algorithm (idempotency, expected versions, gap-free positions).
+
+mod group_commit;
+pub mod postgres;
+pub mod sqlite;
+
+pub use group_commit::MAX_GROUP_EVENTS;
+
+use crate::envelope::{RecordedEvent, StoredRow, ValidatedEvent};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a waiting reader sleeps between checks of the store itself. Appends made by this
+/// process wake readers at once through [`EventLog::watch`]; this slower check only picks up
+/// appends made by other processes sharing the same database.
+pub const CROSS_PROCESS_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An `expected_version` did not hold. `index` is the event's index in its append call.
+    #[error(
+        "stream {stream:?} is at version {actual}, but event {index} expected version {expected}"
+    )]
+    Conflict {
+        index: usize,
+        stream: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The group this append was part of failed to commit; nothing of it was stored.
+    #[error("the append was not stored: {0}")]
+    NotStored(String),
+    /// A producer-chosen event id is already stored under another idempotency key.
+    #[error("an event id is already stored for a different event: {0}")]
+    IdCollision(String),
+    #[error("stored event at position {position} cannot be read: {what}")]
+    Corrupt { position: i64, what: String },
+    #[error("the database is not migrated: {0}")]
+    NotMigrated(String),
+    #[error("the event log is shut down")]
+    Closed,
+}
+
+/// The answer for one event of an append call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// Newly stored at the event's position.
+    New(RecordedEvent),
+    /// Its idempotency key (or producer-chosen event id) was already in the log: this is the
+    /// stored event, and nothing was appended.
+    Duplicate(RecordedEvent),
+}
+
+impl Appended {
+    pub fn event(&self) -> &RecordedEvent {
+        match self {
+            Appended::New(e) | Appended::Duplicate(e) => e,
+        }
+    }
+
+    pub fn into_event(self) -> RecordedEvent {
+        match self {
+            Appended::New(e) | Appended::Duplicate(e) => e,
+        }
+    }
+
+    pub fn is_new(&self) -> bool {
+        matches!(self, Appended::New(_))
+    }
+}
+
+/// The one event log every producer writes and every reader tails.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends a batch atomically: every event is stored, or none is. Returns once the batch is
+    /// durable. Events whose idempotency key is already stored come back as
+    /// [`Appended::Duplicate`]; an `expected_version` that does not hold refuses the whole batch
+    /// with [`StoreError::Conflict`]. Within a batch, later events see the versions earlier ones
+    /// gave their stream.
+    async fn append(&self, events: Vec<ValidatedEvent>) -> Result<Vec<Appended>, StoreError>;
+
+    /// Events with `position > after_position`, in position order, at most `limit`.
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Events of one stream with `stream_version > after_version`, in order, at most `limit`.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The current version of a stream (0 when it has no events).
+    async fn stream_version(&self, stream: &str) -> Result<i64, StoreError>;
+
+    /// The highest committed position (0 for an empty log), read from the store.
+    async fn head(&self) -> Result<i64, StoreError>;
+
+    /// The highest position this process knows to be committed; changes after every append.
+    fn watch(&self) -> watch::Receiver<i64>;
+
+    /// Ok when the store answers and every migration this build knows is applied.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Stops accepting appends, finishes the ones already queued, and returns when they are
+    /// committed and answered.
+    async fn close(&self);
+}
+
+/// Waits until the log holds a position above `after`, or `timeout` passes. Returns the head it
+/// saw. Readers wake on this process's appends at once and check the store every
+/// [`CROSS_PROCESS_POLL`] for appends made elsewhere, so nobody polls hot.
+pub async fn wait_for_position(
+    log: &dyn EventLog,
+    after: i64,
+    timeout: Duration,
+) -> Result<i64, StoreError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut rx = log.watch();
+    loop {
+        let known = *rx.borrow_and_update();
+        if known > after {
+            return Ok(known);
+        }
+        let head = log.head().await?;
+        if head > after {
+            return Ok(head);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(head.max(known));
+        }
+        let nap = (deadline - now).min(CROSS_PROCESS_POLL);
+        // A closed sender only means the store shut down; the next head() answers for itself.
+        let _ = tokio::time::timeout(nap, rx.changed()).await;
+    }
+}
+
+/// Opens the store a database URL names (`sqlite://…` or `postgres://…`), running migrations
+/// first when `migrate` is set.
+pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn EventLog>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteEventLog::open(url, migrate).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(
+            postgres::PostgresEventLog::open(url, migrate).await?,
+        ))
+    } else {
+        Err(StoreError::Database(sqlx::Error::Configuration(
+            format!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…").into(),
+        )))
+    }
+}
+
+/// The statements an append needs, inside the open group transaction. Each store implements it
+/// with its own SQL; [`append_request`] is the one algorithm over it. Every method works on a
+/// whole request at once, so an append of 1,000 events costs a handful of statements, not
+/// thousands.
+#[async_trait]
+pub(crate) trait AppendTx: Send {
+    async fn savepoint(&mut self) -> Result<(), sqlx::Error>;
+    async fn release_savepoint(&mut self) -> Result<(), sqlx::Error>;
+    async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error>;
+    /// Stored events whose idempotency key or event id is among those given.
+    async fn find_existing(
+        &mut self,
+        keys: &[String],
+        event_ids: &[String],
+    ) -> Result<Vec<StoredRow>, sqlx::Error>;
+    /// Current versions of the given streams; streams without events are left out.
+    async fn stream_versions(
+        &mut self,
+        streams: &[String],
+    ) -> Result<HashMap<String, i64>, sqlx::Error>;
+    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), sqlx::Error>;
+}
+
+/// What a group transaction tracks between requests: the next free position and the stream
+/// versions it already looked up or advanced.
+pub(crate) struct GroupState {
+    pub next_position: i64,
+    pub recorded_at: String,
+    pub stream_versions: HashMap<String, i64>,
+}
+
+/// Applies one append request inside the group transaction. Every check runs before anything
+/// is written, so a refused request leaves the group untouched. `Ok(Err(_))` refuses this
+/// request; `Err(_)` fails the whole group.
+pub(crate) async fn append_request(
+    tx: &mut dyn AppendTx,
+    group: &mut GroupState,
+    events: &[ValidatedEvent],
+) -> Result<Result<Vec<Appended>, StoreError>, sqlx::Error> {
+    // 1. Repeats: one look-up for every idempotency key and producer-chosen event id.
+    let keys: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.idempotency_key.clone())
+        .collect();
+    let supplied_ids: Vec<String> = events
+        .iter()
+        .filter(|e| e.idempotency_key.is_none() && e.event_id_supplied)
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let mut stored_by_key = HashMap::new();
+    let mut stored_by_id = HashMap::new();
+    if !keys.is_empty() || !supplied_ids.is_empty() {
+        for row in tx.find_existing(&keys, &supplied_ids).await? {
+            let recorded = match row.into_recorded() {
+                Ok(r) => r,
+                Err(err) => return Ok(Err(err)),
+            };
+            if let Some(key) = &recorded.idempotency_key {
+                stored_by_key.insert(key.clone(), recorded.clone());
+            }
+            stored_by_id.insert(recorded.event_id, recorded);
+        }
+    }
+
+    // 2. Stream versions not yet known to this group.
+    let unknown: Vec<String> = {
+        let mut streams: Vec<String> = events
+            .iter()
+            .filter(|e| !group.stream_versions.contains_key(&e.stream))
+            .map(|e| e.stream.clone())
+            .collect();
+        streams.sort();
+        streams.dedup();
+        streams
+    };
+    let mut versions: HashMap<String, i64> = HashMap::new();
+    if !unknown.is_empty() {
+        let found = tx.stream_versions(&unknown).await?;
+        for stream in unknown {
+            let v = found.get(&stream).copied().unwrap_or(0);
+            versions.insert(stream, v);
+        }
+    }
+
+    // 3. Decide every event: a repeat, a conflict, or a new row.
+    let mut next_position = group.next_position;
+    let mut rows = Vec::new();
+    let mut answers = Vec::with_capacity(events.len());
+    let mut may_collide = false;
+    for (index, event) in events.iter().enumerate() {
+        let repeat = match &event.idempotency_key {
+            Some(key) => stored_by_key.get(key),
+            None if event.event_id_supplied => stored_by_id.get(&event.event_id),
+            None => None,
+        };
+        if let Some(stored) = repeat {
+            answers.push(Appended::Duplicate(stored.clone()));
+            continue;
+        }
+        let current = match versions.get(&event.stream) {
+            Some(v) => *v,
+            None => group.stream_versions[&event.stream],
+        };
+        if let Some(expected) = event.expected_version {
+            if expected != current {
+                return Ok(Err(StoreError::Conflict {
+                    index,
+                    stream: event.stream.clone(),
+                    expected,
+                    actual: current,
+                }));
+            }
+        }
+        may_collide |= event.event_id_supplied;
+        let row = StoredRow {
+            position: next_position,
+            event_id: event.event_id.to_string(),
+            event_type: event.event_type.to_string(),
+            schema_version: i64::from(event.schema_version),
+            stream: event.stream.clone(),
+            stream_version: current + 1,
+            idempotency_key: event.idempotency_key.clone(),
+            correlation_id: event.correlation_id.clone(),
+            causation_id: event.causation_id.clone(),
+            producer: event.producer.clone(),
+            occurred_at: event.occurred_at.clone(),
+            recorded_at: group.recorded_at.clone(),
+            payload: event.payload.to_string(),
+        };
+        let recorded = match row.clone().into_recorded() {
+            Ok(r) => r,
+            Err(err) => return Ok(Err(err)),
+        };
+        // A later event of the same request with the same key is a repeat of this one.
+        if let Some(key) = &event.idempotency_key {
+            stored_by_key.insert(key.clone(), recorded.clone());
+        } else if event.event_id_supplied {
+            stored_by_id.insert(event.event_id, recorded.clone());
+        }
+        versions.insert(event.stream.clone(), current + 1);
+        next_position += 1;
+        rows.push(row);
+        answers.push(Appended::New(recorded));
+    }
+
+    // 4. Write. Only a producer-chosen event id can still collide (with a stored event under
+    // another idempotency key); a savepoint keeps that refusal from failing the group.
+    if !rows.is_empty() {
+        if may_collide {
+            tx.savepoint().await?;
+        }
+        match tx.insert(&rows).await {
+            Ok(()) => {
+                if may_collide {
+                    tx.release_savepoint().await?;
+                }
+            }
+            Err(sqlx::Error::Database(db)) if may_collide && db.is_unique_violation() => {
+                tx.rollback_to_savepoint().await?;
+                tx.release_savepoint().await?;
+                return Ok(Err(StoreError::IdCollision(db.message().to_string())));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    group.next_position = next_position;
+    group.stream_versions.extend(versions);
+    Ok(Ok(answers))
+}
+
+/// Compares the migrations a database has applied with those this build embeds.
+pub(crate) fn check_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[i64],
+) -> Result<(), StoreError> {
+    let missing: Vec<String> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::NotMigrated(format!(
+            "pending migrations: {}; run `studio migrate`",
+            missing.join(", ")
+        )))
+    }
+}

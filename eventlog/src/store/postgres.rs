@@ -1,0 +1,364 @@
+//! The production store: PostgreSQL 15 through sqlx.
+//!
+//! # Positions readers may trust
+//!
+//! A bare sequence is not enough: two transactions take positions 10 and 11, 11 commits first,
+//! and a reader that saw 11 will never look back for 10. We take positions from a one-row
+//! counter, `event_log_head`, locked with `SELECT … FOR UPDATE` at the start of every append
+//! transaction and advanced before its commit:
+//!
+//! - the lock serialises appends, so transaction N+1 cannot take a position until N has
+//!   committed or rolled back: positions become visible strictly in order, and a reader that
+//!   saw N never later finds a new event below N;
+//! - a rolled-back append rolls the counter back with it, so there are no gaps at all and no
+//!   reader ever waits on a hole (unlike Marten's high-water mark, where readers wait out holes
+//!   for a bounded time, or the `xid8`/`pg_snapshot_xmin` approach, where a long transaction
+//!   anywhere in the database holds every reader back);
+//! - the price is that appends serialise. Group commit pays it back: each process has one
+//!   writer task that puts every queued request into one transaction, so one lock hold and one
+//!   WAL flush serve hundreds of appends. Several `studio serve` instances still append safely:
+//!   they take turns on the counter row.
+//!
+//! Readers of other processes learn of new positions through `NOTIFY studio_events` (sent in the
+//! append transaction, so delivered only on commit) and, as a fallback, by reading the counter.
+
+use super::group_commit::{self, AppendRequest, GroupWriter};
+use super::{AppendTx, Appended, EventLog, StoreError};
+use crate::envelope::{RecordedEvent, StoredRow, ValidatedEvent};
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+pub const NOTIFY_CHANNEL: &str = "studio_events";
+const COLUMNS: &str = "position, event_id::text AS event_id, event_type, schema_version::bigint AS schema_version, \
+                       stream, stream_version, idempotency_key, correlation_id, causation_id, producer, \
+                       occurred_at, recorded_at, payload::text AS payload";
+const READ_CONNECTIONS: u32 = 8;
+const LISTENER_RETRY: Duration = Duration::from_secs(1);
+
+pub struct PostgresEventLog {
+    pool: PgPool,
+    queue: RwLock<Option<mpsc::Sender<AppendRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Forwards other processes' commits (NOTIFY) into `head_rx`; aborted on close.
+    listener: Mutex<Option<JoinHandle<()>>>,
+    head_rx: watch::Receiver<i64>,
+}
+
+impl PostgresEventLog {
+    pub async fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect(url)
+            .await?;
+        if migrate {
+            MIGRATOR.run(&pool).await?;
+        }
+        let head = match sqlx::query_scalar::<_, i64>("SELECT position FROM event_log_head")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(h) => h,
+            Err(_) if !migrate => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let (head_tx, head_rx) = watch::channel(head);
+        let write_pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let listener = tokio::spawn(forward_notifications(pool.clone(), head_tx.clone()));
+        let writer = PgGroupWriter {
+            pool: write_pool,
+            conn: None,
+        };
+        let (queue, handle) = group_commit::spawn(writer, head_tx);
+        Ok(Self {
+            pool,
+            queue: RwLock::new(Some(queue)),
+            writer: Mutex::new(Some(handle)),
+            listener: Mutex::new(Some(listener)),
+            head_rx,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn forward_notifications(pool: PgPool, head_tx: watch::Sender<i64>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for appends; readers fall back to polling");
+                tokio::time::sleep(LISTENER_RETRY).await;
+                continue;
+            }
+        };
+        if let Err(err) = listener.listen(NOTIFY_CHANNEL).await {
+            tracing::warn!(error = %err, "LISTEN failed; retrying");
+            tokio::time::sleep(LISTENER_RETRY).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(n) => {
+                    if let Ok(position) = n.payload().parse::<i64>() {
+                        head_tx.send_if_modified(|head| {
+                            let advanced = position > *head;
+                            *head = (*head).max(position);
+                            advanced
+                        });
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "append notifications interrupted; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn stored_row(row: &PgRow) -> Result<StoredRow, sqlx::Error> {
+    Ok(StoredRow {
+        position: row.try_get("position")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        stream: row.try_get("stream")?,
+        stream_version: row.try_get("stream_version")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        producer: row.try_get("producer")?,
+        occurred_at: row.try_get("occurred_at")?,
+        recorded_at: row.try_get("recorded_at")?,
+        payload: row.try_get("payload")?,
+    })
+}
+
+fn decode(rows: Vec<PgRow>) -> Result<Vec<RecordedEvent>, StoreError> {
+    rows.iter()
+        .map(|r| stored_row(r)?.into_recorded())
+        .collect()
+}
+
+#[async_trait]
+impl EventLog for PostgresEventLog {
+    async fn append(&self, events: Vec<ValidatedEvent>) -> Result<Vec<Appended>, StoreError> {
+        group_commit::submit(&self.queue, events).await
+    }
+
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(after_position)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        decode(rows)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream = $1 AND stream_version > $2 ORDER BY stream_version LIMIT $3"
+        ))
+        .bind(stream)
+        .bind(after_version)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        decode(rows)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(stream_version), 0)::bigint FROM events WHERE stream = $1",
+        )
+        .bind(stream)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn head(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT position FROM event_log_head")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    fn watch(&self) -> watch::Receiver<i64> {
+        self.head_rx.clone()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let applied: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::NotMigrated(format!("{e}; run `studio migrate`")))?;
+        super::check_migrations(&MIGRATOR, &applied)
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn close(&self) {
+        self.queue.write().await.take();
+        if let Some(handle) = self.writer.lock().await.take() {
+            let _ = handle.await;
+        }
+        if let Some(listener) = self.listener.lock().await.take() {
+            listener.abort();
+        }
+    }
+}
+
+struct PgGroupWriter {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl PgGroupWriter {
+    fn conn(&mut self) -> &mut PoolConnection<Postgres> {
+        self.conn.as_mut().expect("begin() acquires the connection")
+    }
+}
+
+#[async_trait]
+impl GroupWriter for PgGroupWriter {
+    async fn begin(&mut self) -> Result<i64, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        let conn = self.conn();
+        sqlx::query("BEGIN").execute(&mut **conn).await?;
+        sqlx::query_scalar("SELECT position FROM event_log_head FOR UPDATE")
+            .fetch_one(&mut **conn)
+            .await
+    }
+
+    async fn commit(&mut self, last_position: i64) -> Result<(), sqlx::Error> {
+        let conn = self.conn();
+        sqlx::query(
+            "WITH advanced AS (UPDATE event_log_head SET position = $1 WHERE position < $1 RETURNING position) \
+             SELECT pg_notify($2, position::text) FROM advanced",
+        )
+        .bind(last_position)
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut **conn)
+        .await?;
+        sqlx::query("COMMIT").execute(&mut **conn).await.map(|_| ())
+    }
+
+    async fn abandon(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            drop(conn.detach());
+        }
+    }
+}
+
+#[async_trait]
+impl AppendTx for PgGroupWriter {
+    async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SAVEPOINT append_request")
+            .execute(&mut **self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    async fn release_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("RELEASE SAVEPOINT append_request")
+            .execute(&mut **self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK TO SAVEPOINT append_request")
+            .execute(&mut **self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_existing(
+        &mut self,
+        keys: &[String],
+        event_ids: &[String],
+    ) -> Result<Vec<StoredRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE idempotency_key = ANY($1) OR event_id = ANY($2::text[]::uuid[])"
+        ))
+        .bind(keys)
+        .bind(event_ids)
+        .fetch_all(&mut **self.conn())
+        .await?;
+        rows.iter().map(stored_row).collect()
+    }
+
+    async fn stream_versions(
+        &mut self,
+        streams: &[String],
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT stream, MAX(stream_version) AS version FROM events WHERE stream = ANY($1) GROUP BY stream",
+        )
+        .bind(streams)
+        .fetch_all(&mut **self.conn())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("stream")?, r.try_get("version")?)))
+            .collect()
+    }
+
+    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), sqlx::Error> {
+        // One statement per request whatever its size: columns travel as arrays and UNNEST
+        // zips them back into rows.
+        let col = |f: fn(&StoredRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let opt = |f: fn(&StoredRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        let int = |f: fn(&StoredRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO events (position, event_id, event_type, schema_version, stream, stream_version, \
+             idempotency_key, correlation_id, causation_id, producer, occurred_at, recorded_at, payload) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::bigint[]::int[], $5::text[], \
+             $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+             $13::text[]::jsonb[])",
+        )
+        .bind(int(|r| r.position))
+        .bind(col(|r| r.event_id.clone()))
+        .bind(col(|r| r.event_type.clone()))
+        .bind(int(|r| r.schema_version))
+        .bind(col(|r| r.stream.clone()))
+        .bind(int(|r| r.stream_version))
+        .bind(opt(|r| r.idempotency_key.clone()))
+        .bind(opt(|r| r.correlation_id.clone()))
+        .bind(opt(|r| r.causation_id.clone()))
+        .bind(opt(|r| r.producer.clone()))
+        .bind(col(|r| r.occurred_at.clone()))
+        .bind(col(|r| r.recorded_at.clone()))
+        .bind(col(|r| r.payload.clone()))
+        .execute(&mut **self.conn())
+        .await
+        .map(|_| ())
+    }
+}

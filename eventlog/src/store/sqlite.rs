@@ -1,0 +1,336 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer connection runs every append group as `BEGIN IMMEDIATE … COMMIT`; with
+//! `synchronous=FULL` the commit returns only after the WAL is fsync'd, so a group is durable
+//! when its appenders are answered. `BEGIN IMMEDIATE` takes SQLite's write lock up front, so even
+//! another process writing the same file cannot interleave positions. Readers use a separate
+//! pool; WAL lets them read while the writer writes.
+
+use super::group_commit::{self, AppendRequest, GroupWriter};
+use super::{AppendTx, Appended, EventLog, StoreError};
+use crate::envelope::{RecordedEvent, StoredRow, ValidatedEvent};
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+const COLUMNS: &str =
+    "position, event_id, event_type, schema_version, stream, stream_version, idempotency_key, \
+                       correlation_id, causation_id, producer, occurred_at, recorded_at, payload";
+/// SQLite allows 32,766 bound variables per statement; 13 columns × 1,000 rows stays well below.
+const ROWS_PER_INSERT: usize = 1_000;
+/// Same bound for `IN (…)` look-ups.
+const KEYS_PER_LOOKUP: usize = 10_000;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_CONNECTIONS: u32 = 4;
+
+pub struct SqliteEventLog {
+    read_pool: SqlitePool,
+    /// `None` once closed; appenders holding the read lock finish enqueuing before close takes it.
+    queue: RwLock<Option<mpsc::Sender<AppendRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    head_rx: watch::Receiver<i64>,
+}
+
+/// Connection options every connection to the file shares.
+pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true))
+}
+
+impl SqliteEventLog {
+    pub async fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        let options = connect_options(url)?;
+        let write_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        if migrate {
+            MIGRATOR.run(&write_pool).await?;
+        }
+        let read_pool = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.read_only(false))
+            .await?;
+        let head = if migrate || migrations_applied(&read_pool).await.is_ok() {
+            current_head(&read_pool).await?
+        } else {
+            0
+        };
+        let (head_tx, head_rx) = watch::channel(head);
+        let writer = SqliteGroupWriter {
+            pool: write_pool,
+            conn: None,
+        };
+        let (queue, handle) = group_commit::spawn(writer, head_tx);
+        Ok(Self {
+            read_pool,
+            queue: RwLock::new(Some(queue)),
+            writer: Mutex::new(Some(handle)),
+            head_rx,
+        })
+    }
+
+    /// The reader pool, for projections that keep their tables in the same file.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.read_pool
+    }
+}
+
+async fn current_head(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+        .fetch_one(pool)
+        .await
+}
+
+async fn migrations_applied(pool: &SqlitePool) -> Result<(), StoreError> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::NotMigrated(format!("{e}; run `studio migrate`")))?;
+    super::check_migrations(&MIGRATOR, &applied)
+}
+
+fn stored_row(row: &SqliteRow) -> Result<StoredRow, sqlx::Error> {
+    Ok(StoredRow {
+        position: row.try_get("position")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        stream: row.try_get("stream")?,
+        stream_version: row.try_get("stream_version")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        producer: row.try_get("producer")?,
+        occurred_at: row.try_get("occurred_at")?,
+        recorded_at: row.try_get("recorded_at")?,
+        payload: row.try_get("payload")?,
+    })
+}
+
+fn decode(rows: Vec<SqliteRow>) -> Result<Vec<RecordedEvent>, StoreError> {
+    rows.iter()
+        .map(|r| stored_row(r)?.into_recorded())
+        .collect()
+}
+
+#[async_trait]
+impl EventLog for SqliteEventLog {
+    async fn append(&self, events: Vec<ValidatedEvent>) -> Result<Vec<Appended>, StoreError> {
+        group_commit::submit(&self.queue, events).await
+    }
+
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+        ))
+        .bind(after_position)
+        .bind(limit as i64)
+        .fetch_all(&self.read_pool)
+        .await?;
+        decode(rows)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream = ? AND stream_version > ? ORDER BY stream_version LIMIT ?"
+        ))
+        .bind(stream)
+        .bind(after_version)
+        .bind(limit as i64)
+        .fetch_all(&self.read_pool)
+        .await?;
+        decode(rows)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream = ?",
+        )
+        .bind(stream)
+        .fetch_one(&self.read_pool)
+        .await?)
+    }
+
+    async fn head(&self) -> Result<i64, StoreError> {
+        Ok(current_head(&self.read_pool).await?)
+    }
+
+    fn watch(&self) -> watch::Receiver<i64> {
+        self.head_rx.clone()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read_pool).await?;
+        migrations_applied(&self.read_pool).await
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn close(&self) {
+        self.queue.write().await.take();
+        if let Some(handle) = self.writer.lock().await.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// The writer's connection; re-acquired after an error so a broken connection heals.
+struct SqliteGroupWriter {
+    pool: SqlitePool,
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl SqliteGroupWriter {
+    fn conn(&mut self) -> &mut PoolConnection<Sqlite> {
+        self.conn.as_mut().expect("begin() acquires the connection")
+    }
+}
+
+#[async_trait]
+impl GroupWriter for SqliteGroupWriter {
+    async fn begin(&mut self) -> Result<i64, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        let conn = self.conn();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
+        sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&mut **conn)
+            .await
+    }
+
+    async fn commit(&mut self, _last_position: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT")
+            .execute(&mut **self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    async fn abandon(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            // Detaching closes the connection instead of handing a possibly broken one back.
+            drop(conn.detach());
+        }
+    }
+}
+
+#[async_trait]
+impl AppendTx for SqliteGroupWriter {
+    async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SAVEPOINT append_request")
+            .execute(&mut **self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    async fn release_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("RELEASE SAVEPOINT append_request")
+            .execute(&mut **self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK TO SAVEPOINT append_request")
+            .execute(&mut **self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_existing(
+        &mut self,
+        keys: &[String],
+        event_ids: &[String],
+    ) -> Result<Vec<StoredRow>, sqlx::Error> {
+        let mut found = Vec::new();
+        for (column, values) in [("idempotency_key", keys), ("event_id", event_ids)] {
+            for chunk in values.chunks(KEYS_PER_LOOKUP) {
+                let mut q = QueryBuilder::<Sqlite>::new(format!(
+                    "SELECT {COLUMNS} FROM events WHERE {column} IN ("
+                ));
+                let mut list = q.separated(", ");
+                for v in chunk {
+                    list.push_bind(v);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut **self.conn()).await? {
+                    found.push(stored_row(&row)?);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn stream_versions(
+        &mut self,
+        streams: &[String],
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let mut versions = HashMap::new();
+        for chunk in streams.chunks(KEYS_PER_LOOKUP) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT stream, MAX(stream_version) AS version FROM events WHERE stream IN (",
+            );
+            let mut list = q.separated(", ");
+            for s in chunk {
+                list.push_bind(s);
+            }
+            q.push(") GROUP BY stream");
+            for row in q.build().fetch_all(&mut **self.conn()).await? {
+                versions.insert(row.try_get("stream")?, row.try_get("version")?);
+            }
+        }
+        Ok(versions)
+    }
+
+    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), sqlx::Error> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({COLUMNS}) "));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.position)
+                    .push_bind(&r.event_id)
+                    .push_bind(&r.event_type)
+                    .push_bind(r.schema_version)
+                    .push_bind(&r.stream)
+                    .push_bind(r.stream_version)
+                    .push_bind(&r.idempotency_key)
+                    .push_bind(&r.correlation_id)
+                    .push_bind(&r.causation_id)
+                    .push_bind(&r.producer)
+                    .push_bind(&r.occurred_at)
+                    .push_bind(&r.recorded_at)
+                    .push_bind(&r.payload);
+            });
+            q.build().execute(&mut **self.conn()).await?;
+        }
+        Ok(())
+    }
+}
