@@ -5,6 +5,7 @@
 //! - [`ids`]: the variant, dispatch and benchmark-run id grammars.
 //! - [`upcast`]: schema versions; older payloads are brought up to date on read.
 //! - [`validation`]: refusals that name the field at fault.
+//! - [`testkit`]: real stores for tests (throw-away PostgreSQL cluster, temporary SQLite).
 //! - [`store`]: the [`EventLog`] trait, group commit, and the SQLite and PostgreSQL stores
 //!   (see [`store::postgres`] for how positions stay trustworthy under concurrent writers).
 
@@ -12,6 +13,7 @@ pub mod catalogue;
 pub mod envelope;
 pub mod ids;
 pub mod store;
+pub mod testkit;
 pub mod upcast;
 pub mod validation;
 
