@@ -24,7 +24,10 @@ pub async fn postgres_database() -> String {
     sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap_or_else(|e| panic!("cannot create test database on {admin_url}: {e}"));
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
     format!("{base}/{name}")
 }
 
@@ -34,7 +37,9 @@ async fn connect_admin(url: &str) -> sqlx::PgConnection {
     loop {
         match sqlx::PgConnection::connect(url).await {
             Ok(c) => return c,
-            Err(e) if Instant::now() > deadline => panic!("PostgreSQL at {url} does not answer: {e}"),
+            Err(e) if Instant::now() > deadline => {
+                panic!("PostgreSQL at {url} does not answer: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -50,22 +55,35 @@ fn cluster_url() -> String {
 /// Where Debian keeps the server binaries, or wherever `initdb` is on PATH.
 pub fn postgres_bin_dir() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dirs| dirs.filter_map(|d| d.ok()).map(|d| d.path().join("bin")).collect())
+        .map(|dirs| {
+            dirs.filter_map(|d| d.ok())
+                .map(|d| d.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.sort();
     candidates.reverse();
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path));
     }
-    candidates.into_iter().find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// Starts a cluster owned by this test process: a watchdog shell stops it and removes its
@@ -77,18 +95,44 @@ fn start_cluster() -> String {
              Install them with `apt-get install -y postgresql`, or point {PG_URL_VAR} at a running server."
         )
     });
-    let dir = tempfile::Builder::new().prefix("studio-pg-").tempdir().expect("temp dir").keep();
+    let dir = tempfile::Builder::new()
+        .prefix("studio-pg-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
     let port = free_port();
     let as_user: Vec<String> = if is_root() {
         ensure_os_user();
-        let _ = Command::new("chown").args(["-R", PG_OS_USER, &dir.to_string_lossy()]).status();
-        vec!["runuser".into(), "-u".into(), PG_OS_USER.into(), "--".into()]
+        let _ = Command::new("chown")
+            .args(["-R", PG_OS_USER, &dir.to_string_lossy()])
+            .status();
+        vec![
+            "runuser".into(),
+            "-u".into(),
+            PG_OS_USER.into(),
+            "--".into(),
+        ]
     } else {
         vec![]
     };
     let data = dir.join("data");
-    run(&as_user, &bin.join("initdb"), &["-D", &data.to_string_lossy(), "-A", "trust", "-U", "postgres", "--no-sync"]);
-    let opts = format!("-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300", dir.display());
+    run(
+        &as_user,
+        &bin.join("initdb"),
+        &[
+            "-D",
+            &data.to_string_lossy(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+    );
+    let opts = format!(
+        "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300",
+        dir.display()
+    );
     let prefix = as_user.join(" ");
     let script = format!(
         "{prefix} {pg_ctl} -D {data} -o '{opts}' -l {dir}/log -w start >/dev/null || exit 1\n\
@@ -100,6 +144,9 @@ fn start_cluster() -> String {
         dir = dir.display(),
         pid = std::process::id(),
     );
+    // The watchdog outlives this function on purpose: it stops the cluster when the test
+    // process exits, so it is never waited for.
+    #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -125,7 +172,11 @@ fn wait_for_port(port: u16, dir: &Path) {
 }
 
 fn ensure_os_user() {
-    let exists = Command::new("id").arg(PG_OS_USER).output().map(|o| o.status.success()).unwrap_or(false);
+    let exists = Command::new("id")
+        .arg(PG_OS_USER)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !exists {
         let status = Command::new("useradd").args(["-m", PG_OS_USER]).status();
         assert!(
@@ -144,7 +195,10 @@ fn run(as_user: &[String], program: &Path, args: &[&str]) {
         }
         None => Command::new(program),
     };
-    let out = cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let out = cmd
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
     assert!(
         out.status.success(),
         "{} failed: {}{}",

@@ -69,13 +69,13 @@ impl Checks {
     }
 
     pub fn non_negative(&mut self, path: &str, value: f64) {
-        if !(value >= 0.0) || !value.is_finite() {
+        if !(value.is_finite() && value >= 0.0) {
             self.fail(path, format!("must be a finite number ≥ 0, got {value}"));
         }
     }
 
     pub fn positive(&mut self, path: &str, value: f64) {
-        if !(value > 0.0) || !value.is_finite() {
+        if !(value.is_finite() && value > 0.0) {
             self.fail(path, format!("must be a finite number > 0, got {value}"));
         }
     }
