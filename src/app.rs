@@ -1,46 +1,135 @@
-//! The HTTP application: every role's router merged, served until the shutdown signal, then the
-//! event log drained so no acknowledged append is left behind.
+//! The HTTP application and the background roles: every role's router merged, served until the
+//! shutdown signal; then the projector finishes its batch, the log's writer commits what it
+//! queued, and the process exits.
 
 use crate::config::Config;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use eventlog::EventLog;
+use projector::http::ReadState;
+use projector::money_hud::Thresholds;
+use projector::{ReadDb, Runner, StatusBoard};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Roles `studio serve --roles` knows.
-pub const ROLES: &[&str] = &["ingest"];
+/// Roles `studio serve --roles` knows: `ingest` (publish endpoint), `projector` (keeps the read
+/// models current), `query` (the admin read API and projection health).
+pub const ROLES: &[&str] = &["ingest", "projector", "query"];
 
-/// Builds the application router for the given store and settings.
-pub fn router(log: Arc<dyn EventLog>, config: &Config) -> Result<axum::Router> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles(Vec<String>);
+
+impl Roles {
+    pub fn all() -> Self {
+        Self(ROLES.iter().map(|r| r.to_string()).collect())
+    }
+
+    pub fn parse(names: &[String]) -> Result<Self> {
+        for role in names {
+            if !ROLES.contains(&role.as_str()) {
+                bail!(
+                    "--roles: unknown role {role:?}; known roles: {}",
+                    ROLES.join(", ")
+                );
+            }
+        }
+        if names.is_empty() {
+            return Ok(Self::all());
+        }
+        Ok(Self(names.to_vec()))
+    }
+
+    pub fn has(&self, role: &str) -> bool {
+        self.0.iter().any(|r| r == role)
+    }
+}
+
+/// The Money HUD thresholds from `[economics]` and `[quality]`.
+pub fn thresholds(config: &Config) -> Thresholds {
+    let mut t = Thresholds::default();
+    if let Some(e) = &config.file.economics {
+        t.max_failure_rate = e.max_failure_rate.unwrap_or(t.max_failure_rate);
+        t.min_successes = e.min_successes.unwrap_or(t.min_successes);
+    }
+    if let Some(score) = config.file.quality.as_ref().and_then(|q| q.min_score) {
+        t.min_score = score;
+    }
+    t
+}
+
+/// Serves on `listener` until `shutdown` resolves. Tests pass a port-0 listener and their own
+/// signal.
+pub async fn run(
+    listener: TcpListener,
+    log: Arc<dyn EventLog>,
+    config: &Config,
+    roles: &Roles,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let (admin, executor) = config.tokens()?;
-    let state = ingest::AppState::new(
-        log,
+    let tokens = ingest::Tokens::new(admin.expose(), executor.expose()).context("tokens")?;
+    let db = ReadDb::connect(&config.database_url)
+        .await
+        .context("open the read models")?;
+    let status = Arc::new(StatusBoard::default());
+    let read_state = ReadState {
+        db: db.clone(),
+        log: log.clone(),
+        status: status.clone(),
+        thresholds: thresholds(config),
+        max_wait: projector::query::MAX_MIN_POSITION_WAIT,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let projector_metrics = projector::metrics::ProjectorMetrics::register(&mut registry);
+    let state = ingest::AppState::with_registry(
+        log.clone(),
         ingest::IngestConfig {
             admin_token: admin.expose().to_string(),
             executor_secret: executor.expose().to_string(),
             max_body_bytes: config.max_body_bytes,
         },
+        registry,
     )
     .context("ingest configuration")?;
-    Ok(ingest::with_fallbacks(ingest::router(state)))
-}
 
-/// Serves on `listener` until `shutdown` resolves; in-flight requests finish, then the log's
-/// writer commits what it queued. Tests pass a port-0 listener and their own signal.
-pub async fn run(
-    listener: TcpListener,
-    log: Arc<dyn EventLog>,
-    config: &Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let app = router(log.clone(), config)?;
+    let mut app = axum::Router::new();
+    if roles.has("ingest") {
+        app = app.merge(ingest::router(state));
+    } else {
+        app = app.merge(ingest::ops_router(state));
+    }
+    if roles.has("query") {
+        app = app.merge(projector::http::router(read_state.clone(), tokens));
+    }
+    let app = ingest::with_fallbacks(app);
+
+    let mut background = Vec::new();
+    if roles.has("projector") {
+        let runner = Runner::new(
+            db.clone(),
+            log.clone(),
+            projector::all_projections(),
+            status.clone(),
+        );
+        background.push(tokio::spawn(runner.run(stop_rx.clone())));
+    }
+    background.push(tokio::spawn(
+        projector_metrics.run(read_state, stop_rx.clone()),
+    ));
+
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, backend = log.backend(), "serving");
+    tracing::info!(%addr, backend = log.backend(), roles = ?roles.0, "serving");
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server failed");
+    let _ = stop_tx.send(true);
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
     log.close().await;
     tracing::info!("stopped; every acknowledged append is committed");
     served

@@ -22,17 +22,46 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (needs STUDIO_ADMIN_TOKEN and STUDIO_EXECUTOR_SECRET).
     Serve {
-        /// Comma-separated roles to run in this process.
-        #[arg(long, value_delimiter = ',', default_value = "ingest")]
+        /// Comma-separated roles to run in this process (ingest, projector, query); all by default.
+        #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Replay the log from position 0 into fresh read-model tables and swap them in; works with
+    /// the server stopped or serving, and never re-fires side effects.
+    Rebuild {
+        /// Only this projection (repeatable); all of them by default.
+        #[arg(long = "projection")]
+        projections: Vec<String>,
+    },
+    /// Events a projection could not apply.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Run the main job on the embedded default: a throw-away server on SQLite, events
     /// published and read back over HTTP, and what an operator would look at.
     Demo(demo::DemoArgs),
     /// Benchmarks whose results go into BENCHMARKS.md.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLettersCommand {
+    /// List dead letters (JSON lines).
+    List {
+        #[arg(long)]
+        projection: Option<String>,
+        /// Include letters already replayed.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Apply dead-lettered events again: one position, or every open letter of a projection.
+    Replay {
+        #[arg(long)]
+        projection: String,
+        #[arg(long)]
+        position: Option<i64>,
+    },
 }
 
 pub async fn main() -> ExitCode {
@@ -60,20 +89,15 @@ async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Serve { roles } => serve(roles).await,
         Command::Migrate => migrate().await,
+        Command::Rebuild { projections } => rebuild(projections).await,
+        Command::DeadLetters(command) => dead_letters(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }
 
 async fn serve(roles: Vec<String>) -> Result<()> {
-    for role in &roles {
-        if !app::ROLES.contains(&role.as_str()) {
-            bail!(
-                "--roles: unknown role {role:?}; known roles: {}",
-                app::ROLES.join(", ")
-            );
-        }
-    }
+    let roles = app::Roles::parse(&roles)?;
     let config = Config::load(&ProcessEnv)?;
     config.tokens()?;
     let log = eventlog::open(&config.database_url, true)
@@ -87,7 +111,106 @@ async fn serve(roles: Vec<String>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (STUDIO_LISTEN)", config.listen))?;
-    app::run(listener, log, &config, app::shutdown_signal()).await
+    app::run(listener, log, &config, &roles, app::shutdown_signal()).await
+}
+
+async fn open_read_side() -> Result<(
+    Config,
+    std::sync::Arc<dyn eventlog::EventLog>,
+    projector::ReadDb,
+)> {
+    let config = Config::load(&ProcessEnv)?;
+    let log = eventlog::open(&config.database_url, true)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the event log at {}",
+                redact(&config.database_url)
+            )
+        })?;
+    let db = projector::ReadDb::connect(&config.database_url)
+        .await
+        .context("open the read models")?;
+    Ok((config, log, db))
+}
+
+async fn rebuild(names: Vec<String>) -> Result<()> {
+    let projections = projector::projections::select(&names).map_err(anyhow::Error::msg)?;
+    let (_config, log, db) = open_read_side().await?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    for projection in projections {
+        let name = projection.name();
+        let show = |p: projector::rebuild::Progress| {
+            if interactive {
+                eprint!(
+                    "\r{name}: position {}/{} · {:.0} events/s · ETA {:.0} s   ",
+                    p.position,
+                    p.head,
+                    p.events_per_s(),
+                    p.eta_s()
+                );
+            }
+        };
+        let report = projector::rebuild::rebuild(&db, log.as_ref(), projection.as_ref(), &show)
+            .await
+            .with_context(|| format!("rebuild of {name} failed; the live tables are untouched"))?;
+        if interactive {
+            eprintln!();
+        }
+        println!(
+            "rebuilt {name}: {} events to position {} in {:.2} s ({:.0} events/s), {} dead letter(s)",
+            report.events,
+            report.position,
+            report.elapsed_s,
+            report.events as f64 / report.elapsed_s.max(1e-9),
+            report.dead_letters
+        );
+    }
+    log.close().await;
+    Ok(())
+}
+
+async fn dead_letters(command: DeadLettersCommand) -> Result<()> {
+    let (_config, log, db) = open_read_side().await?;
+    match command {
+        DeadLettersCommand::List { projection, all } => {
+            for letter in
+                projector::checkpoint::dead_letters(&db, projection.as_deref(), all).await?
+            {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+        }
+        DeadLettersCommand::Replay {
+            projection,
+            position,
+        } => {
+            let positions: Vec<i64> = match position {
+                Some(p) => vec![p],
+                None => projector::checkpoint::dead_letters(&db, Some(&projection), false)
+                    .await?
+                    .into_iter()
+                    .map(|l| l.position)
+                    .collect(),
+            };
+            let mut failing = 0;
+            for position in positions {
+                match projector::replay::replay(&db, log.as_ref(), &projection, position).await? {
+                    projector::replay::ReplayOutcome::Applied => {
+                        println!("{projection} {position}: applied")
+                    }
+                    projector::replay::ReplayOutcome::StillFailing(error) => {
+                        failing += 1;
+                        println!("{projection} {position}: still failing: {error}");
+                    }
+                }
+            }
+            if failing > 0 {
+                bail!("{failing} dead letter(s) still fail; they stay listed");
+            }
+        }
+    }
+    log.close().await;
+    Ok(())
 }
 
 async fn migrate() -> Result<()> {

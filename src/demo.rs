@@ -56,7 +56,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let log = log.clone();
         tokio::spawn(async move {
             let config = Config::load(&env)?;
-            crate::app::run(listener, log, &config, async {
+            crate::app::run(listener, log, &config, &crate::app::Roles::all(), async {
                 let _ = stop_rx.await;
             })
             .await

@@ -77,6 +77,28 @@ pub struct StopConditions {
     pub sustained_s: u64,
 }
 
+/// Arrivals each stage plans: `duration_s × target_rps`, rounded to the nearest whole arrival.
+/// Dispatch `seq` numbers (from 1) run across stages in order, so `stage_of_seq` tells which
+/// stage a dispatch belongs to. The executor's planner and the projections share this rule.
+pub fn planned_arrivals(stages: &[Stage]) -> Vec<u64> {
+    stages
+        .iter()
+        .map(|s| (s.duration_s as f64 * s.target_rps).round() as u64)
+        .collect()
+}
+
+/// The stage index of dispatch `seq` (1-based), or `None` past the last stage.
+pub fn stage_of_seq(stages: &[Stage], seq: u64) -> Option<usize> {
+    let mut end = 0u64;
+    for (i, planned) in planned_arrivals(stages).into_iter().enumerate() {
+        end += planned;
+        if seq >= 1 && seq <= end {
+            return Some(i);
+        }
+    }
+    None
+}
+
 impl Default for StopConditions {
     /// The seed plan's stop condition: failure rate above 20% sustained for 10 minutes.
     fn default() -> Self {
@@ -155,6 +177,18 @@ pub struct LoadDispatchCompleted {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_index: Option<u32>,
+}
+
+/// Arrivals the executor could not send at their planned instant: counted, never silently
+/// delayed (an open-model load test that sends late hides the latency it should measure).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrivalsMissed {
+    pub run_id: String,
+    pub stage_index: u32,
+    pub count: u64,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,6 +470,7 @@ catalogue! {
     "load_test.stage_started" => StageStarted(StageStarted),
     "load_test.dispatch_submitted" => LoadDispatchSubmitted(LoadDispatchSubmitted),
     "load_test.dispatch_completed" => LoadDispatchCompleted(LoadDispatchCompleted),
+    "load_test.arrivals_missed" => ArrivalsMissed(ArrivalsMissed),
     "load_test.stop_condition_breached" => StopConditionBreached(StopConditionBreached),
     "load_test.run_cancelled" => RunCancelled(RunCancelled),
     "load_test.run_completed" => RunCompleted(RunCompleted),
@@ -488,6 +523,7 @@ impl EventPayload {
             StageStarted(p) => load_test_stream(&p.run_id),
             LoadDispatchSubmitted(p) => load_test_stream(&p.run_id),
             LoadDispatchCompleted(p) => load_test_stream(&p.run_id),
+            ArrivalsMissed(p) => load_test_stream(&p.run_id),
             StopConditionBreached(p) => load_test_stream(&p.run_id),
             RunCancelled(p) => load_test_stream(&p.run_id),
             RunCompleted(p) => load_test_stream(&p.run_id),
@@ -514,7 +550,9 @@ impl EventPayload {
     pub fn severity(&self) -> Severity {
         use EventPayload::*;
         match self {
-            RunnerFallback(_) | RunCancelled(_) | EvaluationFailed(_) => Severity::Warn,
+            RunnerFallback(_) | RunCancelled(_) | EvaluationFailed(_) | ArrivalsMissed(_) => {
+                Severity::Warn
+            }
             BindingApplied(_) | BindingRolledBack(_) => Severity::Warn,
             EvaluationCompleted(p) if p.fallback => Severity::Warn,
             StopConditionBreached(_) => Severity::Critical,
@@ -575,6 +613,12 @@ impl EventPayload {
                 c.non_negative("latency_ms", p.latency_ms);
                 c.opt_non_negative("service_time_ms", p.service_time_ms);
                 c.opt_non_negative("cost_usd", p.cost_usd);
+            }
+            ArrivalsMissed(p) => {
+                c.segment("run_id", &p.run_id);
+                if p.count == 0 {
+                    c.fail("count", "must be ≥ 1");
+                }
             }
             StopConditionBreached(p) => {
                 c.segment("run_id", &p.run_id);
@@ -802,7 +846,7 @@ mod tests {
 
     #[test]
     fn every_event_type_is_parsed_by_its_own_variant() {
-        assert_eq!(EVENT_TYPES.len(), 25);
+        assert_eq!(EVENT_TYPES.len(), 26);
         let payload = json!({"run_id": "lt_1"});
         let parsed = EventPayload::parse("load_test.run_completed", &payload).unwrap();
         assert_eq!(parsed.event_type(), "load_test.run_completed");
@@ -906,6 +950,23 @@ mod tests {
             .check()
             .unwrap_err();
         assert_eq!(err.violations[0].path, "provider");
+    }
+
+    #[test]
+    fn dispatch_sequence_numbers_map_to_stages_by_planned_arrivals() {
+        let stage = |d, r| Stage {
+            name: "s".into(),
+            duration_s: d,
+            target_rps: r,
+        };
+        let stages = [stage(10, 2.5), stage(3, 0.5)];
+        assert_eq!(planned_arrivals(&stages), [25, 2]);
+        assert_eq!(stage_of_seq(&stages, 1), Some(0));
+        assert_eq!(stage_of_seq(&stages, 25), Some(0));
+        assert_eq!(stage_of_seq(&stages, 26), Some(1));
+        assert_eq!(stage_of_seq(&stages, 27), Some(1));
+        assert_eq!(stage_of_seq(&stages, 28), None);
+        assert_eq!(stage_of_seq(&stages, 0), None);
     }
 
     #[test]

@@ -155,6 +155,14 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(events)
+        .merge(ops_router(state.clone()))
+        .with_state(state)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` alone: for an instance that runs other roles but does
+/// not take publishes.
+pub fn ops_router<S>(state: AppState) -> Router<S> {
+    Router::new()
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
