@@ -61,6 +61,12 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// HTTP ingest throughput and latency against raw store baselines (SQLite and PostgreSQL).
     Ingest(IngestArgs),
+    /// Rebuild of every projection against the in-memory fold of the same events.
+    Rebuild(crate::bench_read::RebuildArgs),
+    /// Money HUD query latency on a benchmark run with many dispatches.
+    MoneyHudQuery(crate::bench_read::HudQueryArgs),
+    /// Money HUD decision quality on seeded simulated matrices.
+    MoneyHud(crate::bench_read::HudQualityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +97,9 @@ pub enum BackendChoice {
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.kind {
         BenchKind::Ingest(args) => ingest(args).await,
+        BenchKind::Rebuild(args) => crate::bench_read::rebuild(args).await,
+        BenchKind::MoneyHudQuery(args) => crate::bench_read::hud_query(args).await,
+        BenchKind::MoneyHud(args) => crate::bench_read::hud_quality(args),
     }
 }
 
@@ -147,21 +156,25 @@ async fn ingest(args: IngestArgs) -> Result<()> {
         }));
     }
 
-    let mut sections = Vec::new();
-    for target in &backends {
-        let mut samples = Vec::with_capacity(runs);
-        for run in 1..=runs {
+    // Runs alternate between the backends, so a noisy neighbour on a shared machine spreads
+    // over both instead of spoiling one.
+    let mut samples: Vec<Vec<RunSample>> = backends.iter().map(|_| Vec::new()).collect();
+    for run in 1..=runs {
+        for (target, samples) in backends.iter().zip(&mut samples) {
             let sample = run_once(target, sizes)
                 .await
                 .with_context(|| format!("{} run {run}/{runs}", target.name()))?;
             eprintln!("{} run {run}/{runs}: {}", target.name(), sample.summary());
             samples.push(sample);
         }
+    }
+    let mut sections = Vec::new();
+    for (target, samples) in backends.iter().zip(&samples) {
         let about = target
             .describe()
             .await
             .unwrap_or_else(|e| format!("({e:#})"));
-        sections.push((target.title(), about, table(&samples)));
+        sections.push((target.title(), about, table(samples)));
     }
 
     println!("{}", report_header(&args, sizes, runs));

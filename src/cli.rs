@@ -138,34 +138,34 @@ async fn rebuild(names: Vec<String>) -> Result<()> {
     let projections = projector::projections::select(&names).map_err(anyhow::Error::msg)?;
     let (_config, log, db) = open_read_side().await?;
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    for projection in projections {
-        let name = projection.name();
-        let show = |p: projector::rebuild::Progress| {
-            if interactive {
-                eprint!(
-                    "\r{name}: position {}/{} · {:.0} events/s · ETA {:.0} s   ",
-                    p.position,
-                    p.head,
-                    p.events_per_s(),
-                    p.eta_s()
-                );
-            }
-        };
-        let report = projector::rebuild::rebuild(&db, log.as_ref(), projection.as_ref(), &show)
-            .await
-            .with_context(|| format!("rebuild of {name} failed; the live tables are untouched"))?;
+    let list: Vec<&dyn projector::Projection> = projections.iter().map(|p| p.as_ref()).collect();
+    let names: Vec<&str> = list.iter().map(|p| p.name()).collect();
+    let show = |p: projector::rebuild::Progress| {
         if interactive {
-            eprintln!();
+            eprint!(
+                "\rrebuilding: position {}/{} · {:.0} events/s · ETA {:.0} s   ",
+                p.position,
+                p.head,
+                p.events_per_s(),
+                p.eta_s()
+            );
         }
-        println!(
-            "rebuilt {name}: {} events to position {} in {:.2} s ({:.0} events/s), {} dead letter(s)",
-            report.events,
-            report.position,
-            report.elapsed_s,
-            report.events as f64 / report.elapsed_s.max(1e-9),
-            report.dead_letters
-        );
+    };
+    let report = projector::rebuild::rebuild_all(&db, log.as_ref(), &list, &show)
+        .await
+        .context("rebuild failed; the live tables are untouched")?;
+    if interactive {
+        eprintln!();
     }
+    println!(
+        "rebuilt {}: {} events to position {} in {:.2} s ({:.0} events/s), {} dead letter(s)",
+        names.join(", "),
+        report.events,
+        report.position,
+        report.elapsed_s,
+        report.events as f64 / report.elapsed_s.max(1e-9),
+        report.dead_letters
+    );
     log.close().await;
     Ok(())
 }

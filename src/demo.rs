@@ -6,9 +6,7 @@ use crate::config::{Config, Env};
 use anyhow::{bail, Context, Result};
 use chrono::{Duration as ChronoDuration, Utc};
 use eventlog::ids::DispatchId;
-use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -205,60 +203,69 @@ async fn scenario(base: &str, config: &Config, dispatches: u64) -> Result<()> {
         stale.text().await?
     );
 
-    // 3. The operator reads the run back from the log.
+    // 3. The operator reads the run from the read models, waiting until they include the
+    //    last event published (read-your-writes with min_position).
+    let last_position = last_position(&http, base, admin.expose()).await?;
+    let run: Value = http
+        .get(format!("{base}/admin/studio/load-test-runs/{run_id}?min_position={last_position}"))
+        .bearer_auth(admin.expose())
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let totals = &run["totals"];
+    println!(
+        "\nGET /admin/studio/load-test-runs/{run_id} (as of position {}):",
+        run["as_of_position"]
+    );
+    println!("  status                {} ({} mode; {})", run["status"], run["mode"], run["runner_fallback_reason"]);
+    println!(
+        "  dispatched            {}   succeeded {}   failed {}   timed out {}   missed {}",
+        totals["dispatched"], totals["succeeded"], totals["failed"], totals["timed_out"], totals["missed"]
+    );
+    println!("  failure rate          {}", totals["failure_rate"]);
+    println!("  achieved rps          {}", totals["achieved_rps"]);
+    let l = &totals["latency_ms"];
+    println!("  latency ms            p50 {}  p95 {}  p99 {}  max {}", l["p50"], l["p95"], l["p99"], l["max"]);
+    println!("  cost                  ${}", totals["cost_usd"]);
+    let health: Value = http
+        .get(format!("{base}/admin/studio/observability/projections"))
+        .bearer_auth(admin.expose())
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("\nprojections (GET /admin/studio/observability/projections):");
+    for p in health["projections"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<12} checkpoint {:<6} lag {:<4} dead letters {}",
+            p["projection"].as_str().unwrap_or("?"),
+            p["checkpoint"],
+            p["lag_events"],
+            p["dead_letters"]
+        );
+    }
+    println!("\nnext: `studio serve` with STUDIO_ADMIN_TOKEN and STUDIO_EXECUTOR_SECRET set serves the same log.");
+    Ok(())
+}
+
+/// The log's last position, read page by page.
+async fn last_position(http: &reqwest::Client, base: &str, admin: &str) -> Result<i64> {
     let mut after = 0i64;
-    let mut latency = Histogram::<u64>::new(3)?;
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut cost = 0.0;
-    let mut total_events = 0;
     loop {
         let page: Value = http
-            .get(format!(
-                "{base}/v1/events?after_position={after}&limit=1000"
-            ))
-            .bearer_auth(admin.expose())
+            .get(format!("{base}/v1/events?after_position={after}&limit=10000"))
+            .bearer_auth(admin)
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        let events = page["events"].as_array().context("events")?;
-        let Some(last) = events.last() else { break };
-        after = last["position"].as_i64().context("position")?;
-        total_events += events.len();
-        for e in events
-            .iter()
-            .filter(|e| e["payload"]["run_id"] == json!(run_id))
-        {
-            if e["type"] == "load_test.dispatch_completed" {
-                let p = &e["payload"];
-                *outcomes
-                    .entry(p["outcome"].as_str().unwrap_or("?").to_string())
-                    .or_default() += 1;
-                latency.record(p["latency_ms"].as_f64().unwrap_or(0.0).round() as u64)?;
-                cost += p["cost_usd"].as_f64().unwrap_or(0.0);
-            }
+        match page["events"].as_array().and_then(|e| e.last()) {
+            Some(last) => after = last["position"].as_i64().context("position")?,
+            None => return Ok(after),
         }
     }
-    let done: u64 = outcomes.values().sum();
-    let failed = done - outcomes.get("succeeded").copied().unwrap_or(0);
-    println!("\nrun {run_id} read back from the log (GET /v1/events, admin token; {total_events} events in the log):");
-    println!("  dispatches completed  {done}");
-    for (outcome, n) in &outcomes {
-        println!("    {outcome:<12} {n}");
-    }
-    println!(
-        "  failure rate          {:.2}%",
-        100.0 * failed as f64 / done.max(1) as f64
-    );
-    println!(
-        "  latency ms            p50 {}  p95 {}  p99 {}  max {}",
-        latency.value_at_quantile(0.50),
-        latency.value_at_quantile(0.95),
-        latency.value_at_quantile(0.99),
-        latency.max()
-    );
-    println!("  cost                  ${cost:.3}");
-    println!("\nnext: `studio serve` with STUDIO_ADMIN_TOKEN and STUDIO_EXECUTOR_SECRET set serves the same log.");
-    Ok(())
 }

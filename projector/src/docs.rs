@@ -183,6 +183,25 @@ impl Docs {
         Ok(())
     }
 
+    /// Treats every wanted document not yet cached as absent, without asking a database: the
+    /// in-memory fold that benchmarks compare a rebuild with.
+    pub fn assume_absent(&mut self) {
+        for (table, (keys, _, encode)) in std::mem::take(&mut self.wanted) {
+            for key in keys {
+                self.slots.entry((table, key)).or_insert(Slot { doc: None, dirty: false, encode });
+            }
+        }
+    }
+
+    /// Number of documents held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     pub fn get<T: Doc>(&self, key: &str) -> Option<&T> {
         self.slots
             .get(&(T::TABLE.name, key.to_string()))

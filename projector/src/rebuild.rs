@@ -47,132 +47,126 @@ fn shadow(table: &str) -> String {
     format!("{table}{SHADOW_SUFFIX}")
 }
 
+/// Rebuilds one projection. See [`rebuild_all`].
 pub async fn rebuild(
     db: &ReadDb,
     log: &dyn EventLog,
     projection: &dyn Projection,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<RebuildReport, StepError> {
+    rebuild_all(db, log, &[projection], progress).await
+}
+
+/// Rebuilds several projections in one pass over the log: each batch is read and decoded once
+/// and folded into every projection's shadow tables; one final transaction swaps them all.
+pub async fn rebuild_all(
+    db: &ReadDb,
+    log: &dyn EventLog,
+    projections: &[&dyn Projection],
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<RebuildReport, StepError> {
     let started = Instant::now();
-    checkpoint::ensure_live(db, projection).await?;
     let mut tx = db.begin_write().await?;
-    for def in projection.tables() {
-        tx.execute(&format!("DROP TABLE IF EXISTS {}", shadow(def.name)), &[])
-            .await?;
-        checkpoint::create_table(&mut tx, def, &shadow(def.name)).await?;
+    for projection in projections {
+        for def in projection.tables() {
+            tx.execute(&format!("DROP TABLE IF EXISTS {}", shadow(def.name)), &[]).await?;
+            checkpoint::create_table(&mut tx, def, &shadow(def.name)).await?;
+        }
     }
     tx.commit().await?;
+    for projection in projections {
+        checkpoint::ensure_live(db, *projection).await?;
+    }
 
-    let mut docs = Docs::default();
+    let mut docs: Vec<Docs> = projections.iter().map(|_| Docs::default()).collect();
     // Applying is deterministic: an event that fails once fails every time, so a rebuild
     // dead-letters it at once instead of retrying.
-    let mut dead: HashMap<i64, (String, u32)> = HashMap::new();
+    let mut dead: Vec<HashMap<i64, (String, u32)>> = projections.iter().map(|_| HashMap::new()).collect();
     let mut position = 0i64;
     let mut events_done = 0u64;
     let mut head = log.head().await?;
     loop {
         let events = log.read_all(position, REBUILD_BATCH).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
-            break;
-        };
+        let Some(last) = events.last().map(|e| e.position) else { break };
         let decoded = decode_all(events);
         let refs: Vec<&checkpoint::Decoded> = decoded.iter().collect();
-        let mut tx = db.begin_write().await?;
-        apply_with_dead_letters(projection, &mut tx, &mut docs, &refs, &mut dead, db).await?;
-        tx.commit().await?;
+        'batch: loop {
+            let mut tx = db.begin_write().await?;
+            for (i, projection) in projections.iter().enumerate() {
+                match apply_step(*projection, &mut tx, &mut docs[i], &shadow, &refs, &dead[i]).await {
+                    Ok(()) => {}
+                    Err(StepError::Poison { position, error }) => {
+                        tracing::warn!(projection = projection.name(), position, %error, "dead-lettering during rebuild");
+                        dead[i].insert(position, (error, 1));
+                        // The failed attempt wrote part of the batch in this transaction (and
+                        // cached it): drop both and start the batch again.
+                        drop(tx);
+                        docs.iter_mut().for_each(Docs::clear);
+                        continue 'batch;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tx.commit().await?;
+            break;
+        }
         events_done += decoded.len() as u64;
         position = last;
         head = head.max(last);
-        progress(Progress {
-            position,
-            head,
-            events: events_done,
-            elapsed_s: started.elapsed().as_secs_f64(),
-        });
+        progress(Progress { position, head, events: events_done, elapsed_s: started.elapsed().as_secs_f64() });
     }
 
     // The swap: catch up with whatever arrived meanwhile, then replace the live tables and the
-    // checkpoint in one transaction.
-    loop {
+    // checkpoints in one transaction, so readers see the old models until it commits.
+    'swap: loop {
         let mut tx = db.begin_write().await?;
         let mut caught_up = position;
-        let mut batch_failed = None;
+        let mut extra = 0u64;
         loop {
             let events = log.read_all(caught_up, REBUILD_BATCH).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
+            let Some(last) = events.last().map(|e| e.position) else { break };
             let decoded = decode_all(events);
             let refs: Vec<&checkpoint::Decoded> = decoded.iter().collect();
-            match apply_step(projection, &mut tx, &mut docs, &shadow, &refs, &dead).await {
-                Ok(()) => {
-                    events_done += decoded.len() as u64;
-                    caught_up = last;
+            for (i, projection) in projections.iter().enumerate() {
+                match apply_step(*projection, &mut tx, &mut docs[i], &shadow, &refs, &dead[i]).await {
+                    Ok(()) => {}
+                    Err(StepError::Poison { position: p, error }) => {
+                        dead[i].insert(p, (error, 1));
+                        drop(tx);
+                        docs.iter_mut().for_each(Docs::clear);
+                        continue 'swap;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(StepError::Poison { position: p, error }) => {
-                    batch_failed = Some((p, error));
-                    break;
-                }
-                Err(e) => return Err(e),
             }
+            extra += decoded.len() as u64;
+            caught_up = last;
         }
-        if let Some((p, error)) = batch_failed {
-            drop(tx);
-            docs.clear();
-            dead.insert(p, (error, 1));
-            continue;
-        }
-        let generation = read_checkpoint(&mut tx, projection.name())
-            .await?
-            .map_or(0, |c| c.generation)
-            + 1;
-        for def in projection.tables() {
-            tx.execute(&format!("DROP TABLE IF EXISTS {}", def.name), &[])
-                .await?;
+        for projection in projections {
+            let generation = read_checkpoint(&mut tx, projection.name()).await?.map_or(0, |c| c.generation) + 1;
+            for def in projection.tables() {
+                tx.execute(&format!("DROP TABLE IF EXISTS {}", def.name), &[]).await?;
+                tx.execute(&format!("ALTER TABLE {} RENAME TO {}", shadow(def.name), def.name), &[]).await?;
+            }
             tx.execute(
-                &format!("ALTER TABLE {} RENAME TO {}", shadow(def.name), def.name),
-                &[],
+                "UPDATE projection_checkpoints SET position = $1, fingerprint = $2, generation = $3, updated_at = $4 \
+                 WHERE projection = $5",
+                &[
+                    caught_up.into(),
+                    projection.fingerprint().into(),
+                    generation.into(),
+                    now_text().into(),
+                    projection.name().into(),
+                ],
             )
             .await?;
         }
-        tx.execute(
-            "UPDATE projection_checkpoints SET position = $1, fingerprint = $2, generation = $3, updated_at = $4 \
-             WHERE projection = $5",
-            &[caught_up.into(), projection.fingerprint().into(), generation.into(), now_text().into(), projection.name().into()],
-        )
-        .await?;
         tx.commit().await?;
         return Ok(RebuildReport {
             position: caught_up,
-            events: events_done,
-            dead_letters: dead.len(),
+            events: events_done + extra,
+            dead_letters: dead.iter().map(HashMap::len).sum(),
             elapsed_s: started.elapsed().as_secs_f64(),
         });
-    }
-}
-
-/// Applies a batch to the shadow tables, dead-lettering poison events until it goes through.
-async fn apply_with_dead_letters(
-    projection: &dyn Projection,
-    tx: &mut crate::db::ReadTx,
-    docs: &mut Docs,
-    events: &[&checkpoint::Decoded],
-    dead: &mut HashMap<i64, (String, u32)>,
-    db: &ReadDb,
-) -> Result<(), StepError> {
-    loop {
-        match apply_step(projection, tx, docs, &shadow, events, dead).await {
-            Ok(()) => return Ok(()),
-            Err(StepError::Poison { position, error }) => {
-                tracing::warn!(projection = projection.name(), position, %error, "dead-lettering during rebuild");
-                dead.insert(position, (error, 1));
-                docs.clear();
-                // The failed attempt may have written part of the batch: start it again.
-                let fresh = db.begin_write().await?;
-                let old = std::mem::replace(tx, fresh);
-                drop(old);
-            }
-            Err(e) => return Err(e),
-        }
     }
 }

@@ -6,10 +6,14 @@
 //!
 //! - `input.rs`: evidence, prices and thresholds
 //! - `output.rs`: the answer's shape (DESIGN §5)
-//! - `stats.rs`: Wilson intervals, cost-per-success bounds, the separating multiplier, rounding
-//! - `analysis.rs`: one variant's figures, eligibility and row
-//! - `verdict.rs`: winner, confidence and verdict
-//! - `recommendations.rs`: route, gather more data, exclude
+//! - `stats.rs`: Wilson intervals (success rate, quality mean), cost-per-success bounds, the
+//!   separating multiplier, the trials that settle a bound, rounding
+//! - `analysis.rs`: one variant's figures, eligibility (on point estimates), the rules whose
+//!   95% bound crosses its threshold and the dispatches that would settle them, and its row
+//! - `verdict.rs`: winner (only when the leader's eligibility holds at its bounds and its cost
+//!   interval is separated), confidence and verdict
+//! - `recommendations.rs`: route, gather more data (settle eligibility, separate leaders),
+//!   exclude
 //! - `text.rs`: number formats for sentences
 //! - `prng.rs`, `simulation.rs`, `simulation_report.rs`: the decision-quality simulation
 

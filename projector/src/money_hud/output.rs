@@ -30,6 +30,9 @@ pub struct MoneyHudRow {
     pub cost_per_success_usd: Option<f64>,
     pub cost_per_success_bounds_95: CostBounds,
     pub quality_mean: Option<f64>,
+    /// 95% lower bound of the quality mean: Wilson, treating the mean as a proportion of
+    /// `quality_n` trials (conservative: only the sum of scores is known, not their variance).
+    pub quality_mean_lower_95: Option<f64>,
     pub quality_n: u64,
     pub price_usd: Option<f64>,
     /// Position of the `pricing.price_set` event the margin was computed with.
@@ -59,6 +62,9 @@ pub struct CostBounds {
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Winner,
+    /// Eligible variants exist, but the evidence does not settle which is best: the leader's
+    /// eligibility does not hold at its 95% bounds, or its cost-per-success interval overlaps
+    /// another eligible variant's.
     Inconclusive,
     NoEligibleVariant,
 }
@@ -74,9 +80,10 @@ pub struct Winner {
 #[serde(rename_all = "snake_case")]
 pub enum Confidence {
     /// The winner's upper cost-per-success bound lies below every other eligible variant's lower
-    /// bound.
+    /// bound, and its eligibility holds at its 95% bounds.
     High,
-    /// The only eligible variant: nothing to compare against.
+    /// The only eligible variant, whose eligibility holds at its 95% bounds: nothing to compare
+    /// against.
     SoleEligible,
 }
 
@@ -87,7 +94,9 @@ pub struct Recommendation {
     pub text: String,
     /// For `route`: what routing to the winner saves per 1,000 successful outputs.
     pub saving_per_1k_outputs_usd: Option<f64>,
-    /// For `gather_more_data`: dispatches to add to this variant.
+    /// For `gather_more_data`: dispatches to add to this variant (to settle its eligibility at
+    /// the bounds, to separate it from the leader, or the larger of both); `null` when no
+    /// amount within the cap would do.
     pub additional_dispatches: Option<u64>,
 }
 

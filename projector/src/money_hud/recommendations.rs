@@ -1,12 +1,13 @@
 //! What to do and what it is worth: route to the winner (saving per 1,000 outputs), gather more
-//! data on overlapping leaders (how many dispatches), exclude ineligible variants (why).
+//! data on a leader whose eligibility does not hold at its bounds or on overlapping leaders (how
+//! many dispatches), exclude ineligible variants (why).
 
-use super::analysis::VariantAnalysis;
+use super::analysis::{BoundCrossing, SettleNeed, VariantAnalysis};
 use super::output::{Action, Recommendation};
 use super::stats::{
     additional_dispatches, round_to, SeparationNeed, MAX_DATA_MULTIPLIER, USD_DECIMALS,
 };
-use super::text::usd;
+use super::text::{pct, pct_pair, score, score_pair, usd};
 use super::verdict::{bounds_text, cps, Decision};
 
 const OUTPUTS_PER_SAVING: f64 = 1000.0;
@@ -26,8 +27,17 @@ pub fn recommendations(
         Decision::Confident { ranked } => {
             out.push(route(ranked[0], Some(ranked[1]), analyses, current_binding));
         }
-        Decision::Inconclusive { ranked, contenders } => {
-            out.extend(gather_more_data(ranked[0], contenders));
+        Decision::Inconclusive {
+            ranked,
+            contenders,
+            unsettled,
+        } => {
+            if !contenders.is_empty() {
+                out.extend(gather_more_data(ranked[0], contenders));
+            }
+            if let Some(need) = unsettled {
+                settle_eligibility(ranked[0], *need, &mut out);
+            }
         }
         Decision::NoEligibleVariant => {}
     }
@@ -230,6 +240,145 @@ fn gather_more_data(
             }
         })
         .collect()
+}
+
+/// The leader's `gather_more_data` when its eligibility does not hold at its 95% bounds: which
+/// bound crosses which threshold, and how many dispatches would settle it. Merged into the
+/// leader's separation recommendation when there is one, asking for the larger number.
+fn settle_eligibility(leader: &VariantAnalysis, need: SettleNeed, out: &mut Vec<Recommendation>) {
+    let id = leader.id();
+    let dispatches = leader.evidence.dispatches;
+    let crossings: Vec<String> = leader
+        .bound_crossings
+        .iter()
+        .map(|c| crossing_text(leader, c))
+        .collect();
+    let bounds = match leader.bound_crossings.as_slice() {
+        [BoundCrossing::FailureRate { .. }] => "its failure-rate bound clears the limit",
+        [BoundCrossing::Quality { .. }] => "its quality bound clears the floor",
+        _ => "both bounds clear their thresholds",
+    };
+    let (settle, additional) = match need {
+        SettleNeed::Dispatches(total) => {
+            let more = total - dispatches;
+            (
+                format!(
+                    "Add {more} dispatches to {id} (to {total} in total, {:.2}× the current \
+                     evidence) and, at the observed rates, {bounds}.",
+                    total as f64 / dispatches as f64
+                ),
+                Some(more),
+            )
+        }
+        SettleNeed::OnThreshold => (
+            format!(
+                "Its {}, so the 95% bound straddles the threshold at any number of dispatches: \
+                 more data at the observed rate will not settle it. Decide whether a variant at \
+                 the threshold is acceptable, or improve {id} and benchmark it again.",
+                on_threshold_text(leader)
+            ),
+            None,
+        ),
+        SettleNeed::BeyondCap => (
+            format!(
+                "Settling it would take more than {MAX_DATA_MULTIPLIER}× the current dispatches \
+                 (over {} in total) at the observed rates: {id} is, in practice, at the \
+                 threshold. Decide whether that is acceptable, or improve {id} and benchmark it \
+                 again.",
+                (dispatches as f64 * MAX_DATA_MULTIPLIER) as u64
+            ),
+            None,
+        ),
+    };
+    let text = format!(
+        "Gather more data on {id} before routing to it: it is the cheapest eligible variant on \
+         point estimates ({} per successful output), but its eligibility does not hold at the \
+         95% bounds: {}. {settle}",
+        usd(cps(leader)),
+        crossings.join("; ")
+    );
+    match out
+        .iter_mut()
+        .find(|r| r.action == Action::GatherMoreData && r.variant_id == id)
+    {
+        Some(separation) => {
+            let both = additional.zip(separation.additional_dispatches);
+            let in_all = match both {
+                Some((settle_more, separate_more)) => format!(
+                    " In all, add {} dispatches to {id}: enough for both.",
+                    settle_more.max(separate_more)
+                ),
+                None => String::new(),
+            };
+            separation.text = format!("{text} {}{in_all}", separation.text);
+            separation.additional_dispatches = both.map(|(a, b)| a.max(b));
+        }
+        None => out.push(Recommendation {
+            action: Action::GatherMoreData,
+            variant_id: id.to_string(),
+            text,
+            saving_per_1k_outputs_usd: None,
+            additional_dispatches: additional,
+        }),
+    }
+}
+
+/// "failure rate upper bound 8.2% is above the 5.0% limit (observed 3.0%: 3 of 100
+/// dispatches)", or the quality equivalent.
+fn crossing_text(a: &VariantAnalysis, crossing: &BoundCrossing) -> String {
+    let e = a.evidence;
+    match *crossing {
+        BoundCrossing::FailureRate { rate, upper, limit } => {
+            let observed = if crossing.on_threshold() {
+                pct(rate)
+            } else {
+                pct_pair(rate, limit).0
+            };
+            let (upper, limit_text) = pct_pair(upper, limit);
+            format!(
+                "failure rate upper bound {upper} is above the {limit_text} limit (observed \
+                 {observed}: {} of {} dispatches)",
+                e.dispatches - e.succeeded.min(e.dispatches),
+                e.dispatches
+            )
+        }
+        BoundCrossing::Quality { mean, lower, floor } => {
+            let observed = if crossing.on_threshold() {
+                score(mean)
+            } else {
+                score_pair(mean, floor).0
+            };
+            let (lower, floor_text) = score_pair(lower, floor);
+            format!(
+                "quality lower bound {lower} is below the {floor_text} floor (mean {observed} \
+                 over {} evaluations)",
+                e.quality_n
+            )
+        }
+    }
+}
+
+/// The estimates of `a` that sit on their threshold, e.g. "failure rate 5.0% equals the 5.0%
+/// limit".
+fn on_threshold_text(a: &VariantAnalysis) -> String {
+    let on: Vec<String> = a
+        .bound_crossings
+        .iter()
+        .filter(|crossing| crossing.on_threshold())
+        .map(|crossing| match *crossing {
+            BoundCrossing::FailureRate { rate, limit, .. } => {
+                format!("failure rate {} equals the {} limit", pct(rate), pct(limit))
+            }
+            BoundCrossing::Quality { mean, floor, .. } => {
+                format!(
+                    "quality mean {} equals the {} floor",
+                    score(mean),
+                    score(floor)
+                )
+            }
+        })
+        .collect();
+    on.join(" and its ")
 }
 
 fn exclude(a: &VariantAnalysis, current_binding: Option<&str>) -> Recommendation {

@@ -37,6 +37,16 @@
 //! no eligible variant although one qualifies (a miss, but not a confident one); and
 //! *confidently wrong*: a winner named that is not the true best (split by confidence), or any
 //! winner named when no variant qualifies.
+//!
+//! What moved the numbers: with eligibility on point estimates alone, about 5.0% of matrices
+//! were confidently wrong (100,000 matrices, seed 42), 4.1 points of it a winner named when no
+//! variant qualifies: a variant whose true failure rate or quality sits just on the wrong side
+//! of a threshold passing it by chance. The HUD now names a winner only when the leader's
+//! eligibility also holds at its 95% bounds. That brings confidently wrong to about 0.2%, at a
+//! price: about 15% of matrices, nearly all short of data, turn from a named winner into
+//! `inconclusive` with the dispatches that would settle it. In about two thirds of them the
+//! leader was in truth the best, so correct winners fall from about 16% to 6% of matrices
+//! (correct overall from 90% to 80%); where the data suffices, 98.7% stay correct.
 
 use serde::Serialize;
 
@@ -297,11 +307,11 @@ mod tests {
     };
     use super::*;
 
-    /// The brief's acceptance run. Over 100,000 matrices the confidently-wrong share is about
-    /// 5.0% (4.7–5.2% over 10,000-matrix runs with other seeds), so this run's 4.0% is inside
-    /// the sampling noise of a rate at the goal: a regression guard, not a proof of margin.
-    /// Nearly all of it is point-estimate eligibility admitting a variant whose true failure
-    /// rate or quality sits just on the wrong side of a threshold.
+    /// The brief's acceptance run: 99.6% correct where the data suffices and 0.1% confidently
+    /// wrong. Over 100,000 matrices the figures are 98.7% and 0.2% (98.6–98.9% and 0.1–0.2% over
+    /// 10,000-matrix runs with seeds 1, 2, 3, 42 and 99), so the goals hold with margin, not by
+    /// luck; the last assertion guards that margin (before the leader's eligibility had to hold
+    /// at its bounds this run gave 4.0%, and 5.0% over 100,000 matrices).
     #[test]
     fn the_hud_meets_its_decision_quality_goals_in_simulation() {
         let report = simulate(42, 1000);
@@ -317,11 +327,19 @@ mod tests {
             report.to_markdown()
         );
         assert!(report.data_suffices.matrices > 0);
+        assert!(
+            report.confidently_wrong_share() < 0.01,
+            "{}",
+            report.to_markdown()
+        );
     }
 
     /// When every variant qualifies, the cost comparison itself (winner and confidence) is
     /// rarely wrong: wrong winners come from the true best being excluded (too few successes,
-    /// or a failure rate just over the limit by chance), not from the intervals.
+    /// or a failure rate just over the limit by chance), not from the intervals. (Blocking a
+    /// winner whenever a cheaper excluded variant's bound reaches back inside the rules would
+    /// catch most of these here, but under the spec ranges it turns about six correct winners
+    /// into `inconclusive` for each wrong one it prevents, so the HUD does not.)
     #[test]
     fn confident_winners_are_wrong_only_when_eligibility_hid_the_true_best() {
         let report = simulate_scenario(42, 1000, Scenario::CONTESTED);

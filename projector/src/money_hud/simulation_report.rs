@@ -108,7 +108,11 @@ impl SimulationReport {
              attempt cost log-uniform ${c0}–${c1} with ±{jitter:.0}% per-attempt jitter, \
              quality mean uniform {q0}–{q1} judged on {criteria} pass/fail criteria, {n0}–{n1} \
              dispatches per variant (log-uniform). Thresholds: failure rate ≤ {fail:.1}%, ≥ \
-             {min} successes, quality ≥ {score}. \"Data suffices\": every variant is at least \
+             {min} successes, quality ≥ {score}. The HUD names a winner only when the leader \
+             (cheapest eligible variant on point estimates) is eligible at its 95% bounds too \
+             (failure-rate upper bound, quality lower bound) and its cost-per-success interval \
+             overlaps no other eligible variant's; otherwise it answers inconclusive. \
+             \"Data suffices\": every variant is at least \
              {z:.2} standard errors clear of the rules that decide it, and the true best's \
              cost-per-success interval at {z:.2} standard errors overlaps no other qualifying \
              variant's.\n\n\

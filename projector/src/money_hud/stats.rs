@@ -62,6 +62,31 @@ pub fn wilson_interval(successes: f64, trials: f64, z: f64) -> Option<(f64, f64)
     Some((lower, upper))
 }
 
+/// Wilson 95% lower bound of a mean score in 0..1 over `judged` outputs, treating the mean as
+/// the proportion of `judged` Bernoulli trials.
+///
+/// The log keeps only the sum of scores and their count, not their sum of squares, so the
+/// scores' variance is unknown. A score in 0..1 with mean μ has variance at most μ(1 − μ)
+/// (equality when every score is 0 or 1), so this interval is as wide as the true one can
+/// be: exact for pass/fail scores, conservative for graded ones (a mean of ten pass/fail
+/// criteria has a tenth of that variance, so the bound sits about √10 times further from the
+/// mean than it needs to), and never narrower than the normal interval with the true
+/// variance. `None` without evaluations. `judged` is real-valued so that the settlement
+/// search can ask about fractional scale-ups.
+pub fn score_mean_lower_95(mean: f64, judged: f64) -> Option<f64> {
+    let mean = mean.clamp(0.0, 1.0);
+    wilson_interval(mean * judged, judged, Z_95).map(|(lower, _)| lower)
+}
+
+/// Trials a Wilson 95% interval needs, at an observed proportion `p`, for `limit` to lie
+/// outside it: the smallest `n` with `(limit − p)² ≥ z²·limit·(1 − limit)/n`, since the
+/// interval is exactly the set of `u` with `(p − u)² ≤ z²·u(1 − u)/n`. Real-valued (round up
+/// and check); `None` when `p` equals the limit, which no amount of data settles.
+pub fn wilson_trials_to_exclude(p: f64, limit: f64) -> Option<f64> {
+    let gap = limit - p;
+    (gap != 0.0).then(|| Z_95 * Z_95 * limit * (1.0 - limit) / (gap * gap))
+}
+
 /// Bounds on cost per successful output: the mean attempt cost over the ends of the success-rate
 /// interval. The upper end is `None` (unbounded) when the success rate may be 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -240,6 +265,27 @@ mod tests {
     fn equal_costs_can_never_be_separated() {
         let a = evidence(100.0, 95.0, 0.010);
         assert_eq!(separating_multiplier(&a, &a), SeparationNeed::SameCost);
+    }
+
+    #[test]
+    fn trials_to_exclude_put_the_limit_exactly_on_the_wilson_bound() {
+        // Failure rate 3% against a 5% limit: the upper bound meets the limit at n*.
+        let n = wilson_trials_to_exclude(0.03, 0.05).unwrap();
+        assert!((n - 456.2).abs() < 0.1, "{n}");
+        let (lower, _) = wilson_interval(0.97 * n, n, Z_95).unwrap();
+        assert!((1.0 - lower - 0.05).abs() < 1e-12);
+        // Quality mean 0.75 against a 0.7 floor: the lower bound meets the floor at n*.
+        let n = wilson_trials_to_exclude(0.75, 0.7).unwrap();
+        assert!((score_mean_lower_95(0.75, n).unwrap() - 0.7).abs() < 1e-12);
+        assert_eq!(wilson_trials_to_exclude(0.05, 0.05), None);
+    }
+
+    #[test]
+    fn the_quality_bound_is_wilson_on_the_mean_as_a_proportion() {
+        let (lower, _) = wilson_interval(90.0, 100.0, Z_95).unwrap();
+        assert_eq!(score_mean_lower_95(0.9, 100.0), Some(lower));
+        assert_eq!(score_mean_lower_95(0.9, 0.0), None);
+        assert_eq!(score_mean_lower_95(0.0, 10.0), Some(0.0));
     }
 
     #[test]

@@ -12,6 +12,16 @@ pub fn usd(x: f64) -> String {
     }
 }
 
+/// `5.0%`: a rate as a percentage with one decimal.
+pub fn pct(rate: f64) -> String {
+    format!("{:.1}%", rate * 100.0)
+}
+
+/// `0.700`: a score with three decimals.
+pub fn score(value: f64) -> String {
+    format!("{value:.3}")
+}
+
 /// A value and the limit it is compared with, as percentages with enough decimals that the two
 /// differ on the page ("5.03% is above the 5.00% limit", not "5.0% … 5.0%").
 pub fn pct_pair(value: f64, limit: f64) -> (String, String) {

@@ -1,13 +1,24 @@
 //! The decision: which eligible variant wins, with what confidence, or why none does.
+//!
+//! A winner is named only when the evidence supports it twice over: the leader (cheapest
+//! eligible variant on point estimates) is eligible beyond its own uncertainty (failure rate
+//! upper bound within the limit, quality lower bound at or above the floor), and its
+//! cost-per-success interval lies wholly below every other eligible variant's. Otherwise the
+//! verdict is `inconclusive` and `gather_more_data` says what would settle it.
+//!
+//! Only the leader's eligibility must hold at its bounds. Another eligible variant whose
+//! eligibility is doubtful can only be a competitor that drops out: if the leader is cheaper
+//! beyond doubt than a variant that may not qualify, it is the cheapest qualifying one either
+//! way, and if their intervals overlap the verdict is already inconclusive.
 
 use std::cmp::Ordering;
 
-use super::analysis::VariantAnalysis;
+use super::analysis::{SettleNeed, VariantAnalysis};
 use super::input::HudInput;
 use super::output::{Confidence, MoneyHud, Verdict, Winner};
 use super::recommendations::recommendations;
 use super::stats::{CpsBounds, SeparationNeed};
-use super::text::usd;
+use super::text::{pct_pair, score_pair, usd};
 
 /// Evaluates a benchmark run's evidence into the Money HUD answer. Pure and deterministic: the
 /// same input (in any variant order) gives the same bytes.
@@ -40,12 +51,15 @@ pub enum Decision<'v, 'a> {
     Confident {
         ranked: Vec<&'v VariantAnalysis<'a>>,
     },
-    /// The leader's interval overlaps at least one other eligible variant's.
+    /// The leader's eligibility does not hold at its 95% bounds, or its interval overlaps at
+    /// least one other eligible variant's, or both.
     Inconclusive {
         ranked: Vec<&'v VariantAnalysis<'a>>,
         /// Eligible variants whose interval overlaps the leader's, with what would separate
-        /// each from it.
+        /// each from it (possibly none).
         contenders: Vec<(&'v VariantAnalysis<'a>, SeparationNeed)>,
+        /// When the leader's eligibility does not hold at its bounds: what would settle it.
+        unsettled: Option<SettleNeed>,
     },
 }
 
@@ -63,9 +77,11 @@ impl Decision<'_, '_> {
             Decision::SoleEligible { winner } => Some(Winner {
                 variant_id: winner.id().to_string(),
                 reason: format!(
-                    "the only eligible variant of {variants}: {} per successful output (95% {})",
+                    "the only eligible variant of {variants}: {} per successful output (95% \
+                     {}); {}",
                     usd(cps(winner)),
-                    bounds_text(winner)
+                    bounds_text(winner),
+                    holds_text(winner)
                 ),
                 confidence: Confidence::SoleEligible,
             }),
@@ -75,13 +91,14 @@ impl Decision<'_, '_> {
                     variant_id: winner.id().to_string(),
                     reason: format!(
                         "lowest cost per successful output of {} eligible variants: {} (95% {}) \
-                         against {} (95% {}) for runner-up {}; the intervals do not overlap",
+                         against {} (95% {}) for runner-up {}; the intervals do not overlap; {}",
                         ranked.len(),
                         usd(cps(winner)),
                         bounds_text(winner),
                         usd(cps(runner_up)),
                         bounds_text(runner_up),
-                        runner_up.id()
+                        runner_up.id(),
+                        holds_text(winner)
                     ),
                     confidence: Confidence::High,
                 })
@@ -91,18 +108,17 @@ impl Decision<'_, '_> {
     }
 }
 
-/// Ranks eligible variants and compares the leader's interval with every other's. The spec
-/// compares with the runner-up; comparing with all of them also catches a pricier variant whose
-/// wide interval (few dispatches) still reaches below the leader.
+/// Ranks eligible variants, checks that the leader's eligibility holds at its 95% bounds, and
+/// compares the leader's interval with every other's. The spec compares with the runner-up;
+/// comparing with all of them also catches a pricier variant whose wide interval (few
+/// dispatches) still reaches below the leader.
 pub fn decide<'v, 'a>(analyses: &'v [VariantAnalysis<'a>]) -> Decision<'v, 'a> {
     let mut ranked: Vec<&VariantAnalysis> = analyses.iter().filter(|a| a.eligible()).collect();
     ranked.sort_by(|a, b| rank(a, b));
-    match ranked.len() {
-        0 => return Decision::NoEligibleVariant,
-        1 => return Decision::SoleEligible { winner: ranked[0] },
-        _ => {}
-    }
-    let leader = ranked[0];
+    let Some(&leader) = ranked.first() else {
+        return Decision::NoEligibleVariant;
+    };
+    let unsettled = leader.settle_need();
     let contenders: Vec<_> = ranked[1..]
         .iter()
         .copied()
@@ -115,10 +131,14 @@ pub fn decide<'v, 'a>(analyses: &'v [VariantAnalysis<'a>]) -> Decision<'v, 'a> {
             (other, need)
         })
         .collect();
-    if contenders.is_empty() {
-        Decision::Confident { ranked }
-    } else {
-        Decision::Inconclusive { ranked, contenders }
+    match (unsettled, contenders.is_empty(), ranked.len()) {
+        (None, true, 1) => Decision::SoleEligible { winner: leader },
+        (None, true, _) => Decision::Confident { ranked },
+        _ => Decision::Inconclusive {
+            ranked,
+            contenders,
+            unsettled,
+        },
     }
 }
 
@@ -145,6 +165,18 @@ fn bounds(a: &VariantAnalysis) -> CpsBounds {
     })
 }
 
+/// "eligibility holds at the 95% bounds: failure rate at most 1.2% (limit 5.0%), quality at
+/// least 0.812 (floor 0.700)", for a variant whose eligibility holds there.
+fn holds_text(a: &VariantAnalysis) -> String {
+    let t = a.thresholds;
+    let (upper, limit) = pct_pair(a.failure_rate_upper_95.unwrap_or(1.0), t.max_failure_rate);
+    let (lower, floor) = score_pair(a.quality_lower_95.unwrap_or(0.0), t.min_score);
+    format!(
+        "eligibility holds at the 95% bounds: failure rate at most {upper} (limit {limit}), \
+         quality at least {lower} (floor {floor})"
+    )
+}
+
 /// `$0.0120–$0.0127`, or `$0.0120–unbounded`.
 pub fn bounds_text(a: &VariantAnalysis) -> String {
     let b = bounds(a);
@@ -156,9 +188,10 @@ pub fn bounds_text(a: &VariantAnalysis) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::analysis::SettleNeed;
     use super::super::input::{Price, Thresholds, VariantEvidence};
     use super::super::output::{Action, Recommendation};
-    use super::super::stats::{CostEvidence, Z_95};
+    use super::super::stats::{score_mean_lower_95, wilson_interval, CostEvidence, Z_95};
     use super::*;
 
     /// A variant with `dispatches` attempts at `attempt_cost` each, `succeeded` of them judged
@@ -223,7 +256,7 @@ mod tests {
     fn a_single_eligible_variant_wins_as_sole_eligible() {
         let hud = evaluate(&input(
             vec![
-                variant("good", 100, 99, 0.01),
+                variant("good", 1000, 995, 0.01),
                 variant("flaky", 100, 69, 0.001),
             ],
             None,
@@ -232,6 +265,14 @@ mod tests {
         assert_eq!(
             (winner.variant_id.as_str(), winner.confidence),
             ("good", Confidence::SoleEligible)
+        );
+        assert!(
+            winner.reason.contains(
+                "eligibility holds at the 95% bounds: failure rate at most 1.2% (limit 5.0%), \
+                 quality at least 0.880 (floor 0.700)"
+            ),
+            "{}",
+            winner.reason
         );
         assert_eq!(
             actions(&hud),
@@ -265,8 +306,10 @@ mod tests {
 
     #[test]
     fn overlapping_bounds_are_inconclusive_and_say_how_much_more_data() {
-        let a = variant("a", 100, 98, 0.0100);
-        let b = variant("b", 60, 59, 0.0104);
+        // Both hold eligibility at their bounds (failure-rate upper bounds 1.2% and 1.5%): only
+        // the cost comparison is open.
+        let a = variant("a", 1000, 995, 0.0100);
+        let b = variant("b", 600, 597, 0.01005);
         let hud = evaluate(&input(vec![a.clone(), b.clone()], None));
         assert_eq!(hud.verdict, Verdict::Inconclusive);
         assert_eq!(hud.winner, None);
@@ -480,5 +523,200 @@ mod tests {
         assert!(row["cost_per_success_bounds_95"]["upper"].is_null());
         assert_eq!(json["recommendations"][0]["action"], "exclude");
         assert!(json["recommendations"][0]["saving_per_1k_outputs_usd"].is_null());
+    }
+
+    /// The additional dispatches `rec` asks of `v` settle its failure-rate bound at the observed
+    /// rate, and one fewer does not.
+    fn failure_bound_settles_exactly(v: &VariantEvidence, more: u64) {
+        let rate = 1.0 - v.succeeded as f64 / v.dispatches as f64;
+        let upper = |total: u64| {
+            let n = total as f64;
+            1.0 - wilson_interval((1.0 - rate) * n, n, Z_95).unwrap().0
+        };
+        let limit = Thresholds::default().max_failure_rate;
+        assert!(upper(v.dispatches + more) <= limit);
+        assert!(upper(v.dispatches + more - 1) > limit);
+    }
+
+    #[test]
+    fn a_leader_whose_failure_rate_bound_crosses_the_limit_is_not_named_winner() {
+        // "risky" is cheapest and eligible on point estimates (3.0% failures, limit 5.0%), but
+        // 3 of 100 leaves its failure-rate upper bound at 8.5%. "steady" is clearly pricier, so
+        // the cost comparison alone would have named "risky" with high confidence.
+        let risky = variant("risky", 100, 97, 0.005);
+        let hud = evaluate(&input(
+            vec![risky.clone(), variant("steady", 2000, 1998, 0.02)],
+            None,
+        ));
+        assert_eq!(hud.verdict, Verdict::Inconclusive);
+        assert_eq!(hud.winner, None);
+        // Rows keep point-estimate eligibility, with the bound beside it.
+        let row = &hud.rows[0];
+        assert_eq!(row.variant_id, "risky");
+        assert!(row.eligible);
+        assert_eq!(row.failure_rate, Some(0.03));
+        assert_eq!(row.failure_rate_upper_95, Some(0.0845));
+        // Only the leader is asked for data; nothing is routed.
+        assert_eq!(actions(&hud), [(Action::GatherMoreData, "risky")]);
+        let more = recommendation(&hud, Action::GatherMoreData, "risky");
+        assert!(
+            more.text.contains(
+                "its eligibility does not hold at the 95% bounds: failure rate upper bound 8.5% \
+                 is above the 5.0% limit (observed 3.0%: 3 of 100 dispatches)"
+            ),
+            "{}",
+            more.text
+        );
+        // 3.8415 × 0.05 × 0.95 / 0.02² = 456.2 dispatches at a 3% failure rate.
+        assert_eq!(more.additional_dispatches, Some(357));
+        assert!(
+            more.text
+                .contains("Add 357 dispatches to risky (to 457 in total, 4.57× the current"),
+            "{}",
+            more.text
+        );
+        failure_bound_settles_exactly(&risky, 357);
+    }
+
+    #[test]
+    fn a_sole_eligible_variant_whose_quality_bound_crosses_the_floor_is_not_named_winner() {
+        // Quality mean 0.720 over 200 judged outputs (one in five dispatches judged): the
+        // lower bound is 0.654, below the 0.700 floor.
+        let mut judged = variant("judged", 1000, 1000, 0.01);
+        judged.quality_n = 200;
+        judged.quality_sum = 0.72 * 200.0;
+        let hud = evaluate(&input(vec![judged], None));
+        assert_eq!(hud.verdict, Verdict::Inconclusive);
+        assert_eq!(hud.winner, None);
+        assert!(hud.rows[0].eligible);
+        assert_eq!(hud.rows[0].quality_mean_lower_95, Some(0.6541));
+        let more = recommendation(&hud, Action::GatherMoreData, "judged");
+        assert!(
+            more.text.contains(
+                "quality lower bound 0.654 is below the 0.700 floor (mean 0.720 over 200 \
+                 evaluations)"
+            ),
+            "{}",
+            more.text
+        );
+        assert!(
+            more.text.contains("its quality bound clears the floor"),
+            "{}",
+            more.text
+        );
+        // 3.8415 × 0.7 × 0.3 / 0.02² = 2016.8 judged outputs, at 0.2 per dispatch.
+        let extra = more.additional_dispatches.unwrap();
+        let lower = |total: u64| score_mean_lower_95(0.72, total as f64 * 0.2).unwrap();
+        assert!(lower(1000 + extra) >= 0.7);
+        assert!(lower(1000 + extra - 1) < 0.7);
+        assert_eq!(extra, 9084);
+    }
+
+    #[test]
+    fn a_leader_on_the_failure_limit_is_told_more_data_will_not_settle_it() {
+        // 5 of 100 is exactly the 5.0% limit: eligible, but its bound straddles the limit at
+        // any sample size.
+        let hud = evaluate(&input(vec![variant("edge", 100, 95, 0.01)], None));
+        assert_eq!(hud.verdict, Verdict::Inconclusive);
+        let more = recommendation(&hud, Action::GatherMoreData, "edge");
+        assert_eq!(more.additional_dispatches, None);
+        assert!(
+            more.text.contains(
+                "Its failure rate 5.0% equals the 5.0% limit, so the 95% bound straddles the \
+                 threshold at any number of dispatches"
+            ),
+            "{}",
+            more.text
+        );
+    }
+
+    #[test]
+    fn a_leader_just_inside_the_limit_is_told_settling_it_is_beyond_the_cap() {
+        // 499 of 10,000 failed (4.99%): settling needs ~18 million dispatches, over 1000×.
+        let hud = evaluate(&input(vec![variant("close", 10_000, 9_501, 0.01)], None));
+        assert_eq!(hud.verdict, Verdict::Inconclusive);
+        let more = recommendation(&hud, Action::GatherMoreData, "close");
+        assert_eq!(more.additional_dispatches, None);
+        assert!(
+            more.text.contains(
+                "failure rate upper bound 5.4% is above the 5.0% limit (observed 4.99%: 499 of \
+                 10000 dispatches)"
+            ),
+            "{}",
+            more.text
+        );
+        assert!(
+            more.text
+                .contains("Settling it would take more than 1000× the current dispatches"),
+            "{}",
+            more.text
+        );
+    }
+
+    #[test]
+    fn an_unsettled_leader_that_also_overlaps_asks_for_the_larger_amount() {
+        // "lead" has a failure-rate bound just over the limit (4 of 200: 5.03%) and an interval
+        // overlapping "next"'s: one recommendation for "lead" covers both, asking for the
+        // larger number of dispatches; "next" gets the separation request alone.
+        let lead = variant("lead", 200, 196, 0.0100);
+        let hud = evaluate(&input(
+            vec![lead.clone(), variant("next", 200, 199, 0.0102)],
+            None,
+        ));
+        assert_eq!(hud.verdict, Verdict::Inconclusive);
+        assert_eq!(
+            actions(&hud),
+            [
+                (Action::GatherMoreData, "lead"),
+                (Action::GatherMoreData, "next")
+            ]
+        );
+        let lead_analysis = VariantAnalysis::new(&lead, &Thresholds::default());
+        let Some(SettleNeed::Dispatches(settle_total)) = lead_analysis.settle_need() else {
+            panic!("expected a dispatch count");
+        };
+        let next_more = recommendation(&hud, Action::GatherMoreData, "next")
+            .additional_dispatches
+            .unwrap();
+        let lead_rec = recommendation(&hud, Action::GatherMoreData, "lead");
+        let lead_more = lead_rec.additional_dispatches.unwrap();
+        // Both have 200 dispatches, so the separation asks the same of each.
+        assert_eq!(lead_more, (settle_total - 200).max(next_more));
+        assert!(
+            lead_rec.text.contains("failure rate upper bound 5.03%"),
+            "{}",
+            lead_rec.text
+        );
+        assert!(
+            lead_rec.text.contains("stop overlapping"),
+            "{}",
+            lead_rec.text
+        );
+        assert!(
+            lead_rec
+                .text
+                .contains(&format!("In all, add {lead_more} dispatches to lead")),
+            "{}",
+            lead_rec.text
+        );
+    }
+
+    #[test]
+    fn a_runner_up_whose_eligibility_is_doubtful_does_not_block_a_clear_leader() {
+        // "spare" is eligible on point estimates but its failure-rate bound crosses the limit;
+        // it can only drop out, and "cheap" is cheaper than it beyond doubt either way.
+        let hud = evaluate(&input(
+            vec![
+                variant("cheap", 1000, 1000, 0.010),
+                variant("spare", 100, 97, 0.030),
+            ],
+            None,
+        ));
+        assert_eq!(hud.verdict, Verdict::Winner);
+        let winner = hud.winner.unwrap();
+        assert_eq!(
+            (winner.variant_id.as_str(), winner.confidence),
+            ("cheap", Confidence::High)
+        );
     }
 }

@@ -31,6 +31,7 @@ pub const BENCHMARK_ITEMS: TableDef = TableDef {
         ("dispatched", "BIGINT"),
         ("succeeded", "BIGINT"),
         ("failed", "BIGINT"),
+        ("created_position", "BIGINT"),
     ],
     indexes: &["benchmark_run_id"],
 };
@@ -119,6 +120,7 @@ impl Doc for BenchmarkItem {
             self.dispatched.into(),
             self.succeeded.into(),
             (self.failed + self.timed_out).into(),
+            self.created_position.into(),
         ]
     }
 }
