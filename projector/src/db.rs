@@ -20,43 +20,53 @@ pub enum ReadTx {
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// A value bound into portable SQL.
+/// A value bound into portable SQL. Nulls keep their type: PostgreSQL refuses a text-typed
+/// NULL for a BIGINT column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
-    Text(String),
-    Int(i64),
-    Real(f64),
-    Null,
+    Text(Option<String>),
+    Int(Option<i64>),
+    Real(Option<f64>),
 }
 
 impl From<&str> for SqlValue {
     fn from(v: &str) -> Self {
-        SqlValue::Text(v.to_string())
+        SqlValue::Text(Some(v.to_string()))
     }
 }
 impl From<String> for SqlValue {
     fn from(v: String) -> Self {
+        SqlValue::Text(Some(v))
+    }
+}
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
         SqlValue::Text(v)
     }
 }
 impl From<i64> for SqlValue {
     fn from(v: i64) -> Self {
-        SqlValue::Int(v)
+        SqlValue::Int(Some(v))
     }
 }
 impl From<u64> for SqlValue {
     fn from(v: u64) -> Self {
-        SqlValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
+        SqlValue::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+impl From<Option<u64>> for SqlValue {
+    fn from(v: Option<u64>) -> Self {
+        SqlValue::Int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
     }
 }
 impl From<f64> for SqlValue {
     fn from(v: f64) -> Self {
-        SqlValue::Real(v)
+        SqlValue::Real(Some(v))
     }
 }
-impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(SqlValue::Null, Into::into)
+impl From<Option<f64>> for SqlValue {
+    fn from(v: Option<f64>) -> Self {
+        SqlValue::Real(v)
     }
 }
 
@@ -98,7 +108,6 @@ macro_rules! bind_all {
                 $crate::db::SqlValue::Text(s) => q.bind(s.clone()),
                 $crate::db::SqlValue::Int(i) => q.bind(*i),
                 $crate::db::SqlValue::Real(f) => q.bind(*f),
-                $crate::db::SqlValue::Null => q.bind(None::<String>),
             };
         }
         q

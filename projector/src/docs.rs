@@ -92,9 +92,9 @@ type Wanted = (BTreeSet<String>, Decode, Encode);
 
 fn encode<T: Doc>(doc: &dyn Any) -> Result<Vec<SqlValue>, serde_json::Error> {
     let doc = doc.downcast_ref::<T>().expect("slot holds its own type");
-    let mut values = vec![SqlValue::Text(doc.key())];
+    let mut values = vec![SqlValue::from(doc.key())];
     values.extend(doc.columns());
-    values.push(SqlValue::Text(serde_json::to_string(doc)?));
+    values.push(SqlValue::from(serde_json::to_string(doc)?));
     Ok(values)
 }
 
@@ -161,7 +161,7 @@ impl Docs {
                     t = physical(table)
                 );
                 let values: Vec<SqlValue> =
-                    chunk.iter().map(|k| SqlValue::Text(k.clone())).collect();
+                    chunk.iter().map(|k| SqlValue::from(k.clone())).collect();
                 let mut found: HashMap<String, String> =
                     tx.text_pairs(&sql, &values).await?.into_iter().collect();
                 for key in chunk {
@@ -188,7 +188,11 @@ impl Docs {
     pub fn assume_absent(&mut self) {
         for (table, (keys, _, encode)) in std::mem::take(&mut self.wanted) {
             for key in keys {
-                self.slots.entry((table, key)).or_insert(Slot { doc: None, dirty: false, encode });
+                self.slots.entry((table, key)).or_insert(Slot {
+                    doc: None,
+                    dirty: false,
+                    encode,
+                });
             }
         }
     }
