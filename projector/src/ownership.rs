@@ -72,7 +72,12 @@ impl Ownership {
 
     pub async fn release_all(&mut self) {
         if let Some((_, conn)) = &mut self.pg {
-            if let Some(c) = conn.take() {
+            if let Some(mut c) = conn.take() {
+                // Free the locks before the session ends, so another instance can take the
+                // projections at once rather than after the server notices the closed socket.
+                let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+                    .execute(&mut c)
+                    .await;
                 let _ = c.close().await;
             }
         }

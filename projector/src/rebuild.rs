@@ -69,7 +69,8 @@ pub async fn rebuild_all(
     let mut tx = db.begin_write().await?;
     for projection in projections {
         for def in projection.tables() {
-            tx.execute(&format!("DROP TABLE IF EXISTS {}", shadow(def.name)), &[]).await?;
+            tx.execute(&format!("DROP TABLE IF EXISTS {}", shadow(def.name)), &[])
+                .await?;
             checkpoint::create_table(&mut tx, def, &shadow(def.name)).await?;
         }
     }
@@ -81,19 +82,23 @@ pub async fn rebuild_all(
     let mut docs: Vec<Docs> = projections.iter().map(|_| Docs::default()).collect();
     // Applying is deterministic: an event that fails once fails every time, so a rebuild
     // dead-letters it at once instead of retrying.
-    let mut dead: Vec<HashMap<i64, (String, u32)>> = projections.iter().map(|_| HashMap::new()).collect();
+    let mut dead: Vec<HashMap<i64, (String, u32)>> =
+        projections.iter().map(|_| HashMap::new()).collect();
     let mut position = 0i64;
     let mut events_done = 0u64;
     let mut head = log.head().await?;
     loop {
         let events = log.read_all(position, REBUILD_BATCH).await?;
-        let Some(last) = events.last().map(|e| e.position) else { break };
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
         let decoded = decode_all(events);
         let refs: Vec<&checkpoint::Decoded> = decoded.iter().collect();
         'batch: loop {
             let mut tx = db.begin_write().await?;
             for (i, projection) in projections.iter().enumerate() {
-                match apply_step(*projection, &mut tx, &mut docs[i], &shadow, &refs, &dead[i]).await {
+                match apply_step(*projection, &mut tx, &mut docs[i], &shadow, &refs, &dead[i]).await
+                {
                     Ok(()) => {}
                     Err(StepError::Poison { position, error }) => {
                         tracing::warn!(projection = projection.name(), position, %error, "dead-lettering during rebuild");
@@ -113,7 +118,12 @@ pub async fn rebuild_all(
         events_done += decoded.len() as u64;
         position = last;
         head = head.max(last);
-        progress(Progress { position, head, events: events_done, elapsed_s: started.elapsed().as_secs_f64() });
+        progress(Progress {
+            position,
+            head,
+            events: events_done,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        });
     }
 
     // The swap: catch up with whatever arrived meanwhile, then replace the live tables and the
@@ -124,11 +134,14 @@ pub async fn rebuild_all(
         let mut extra = 0u64;
         loop {
             let events = log.read_all(caught_up, REBUILD_BATCH).await?;
-            let Some(last) = events.last().map(|e| e.position) else { break };
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
             let decoded = decode_all(events);
             let refs: Vec<&checkpoint::Decoded> = decoded.iter().collect();
             for (i, projection) in projections.iter().enumerate() {
-                match apply_step(*projection, &mut tx, &mut docs[i], &shadow, &refs, &dead[i]).await {
+                match apply_step(*projection, &mut tx, &mut docs[i], &shadow, &refs, &dead[i]).await
+                {
                     Ok(()) => {}
                     Err(StepError::Poison { position: p, error }) => {
                         dead[i].insert(p, (error, 1));
@@ -143,10 +156,18 @@ pub async fn rebuild_all(
             caught_up = last;
         }
         for projection in projections {
-            let generation = read_checkpoint(&mut tx, projection.name()).await?.map_or(0, |c| c.generation) + 1;
+            let generation = read_checkpoint(&mut tx, projection.name())
+                .await?
+                .map_or(0, |c| c.generation)
+                + 1;
             for def in projection.tables() {
-                tx.execute(&format!("DROP TABLE IF EXISTS {}", def.name), &[]).await?;
-                tx.execute(&format!("ALTER TABLE {} RENAME TO {}", shadow(def.name), def.name), &[]).await?;
+                tx.execute(&format!("DROP TABLE IF EXISTS {}", def.name), &[])
+                    .await?;
+                tx.execute(
+                    &format!("ALTER TABLE {} RENAME TO {}", shadow(def.name), def.name),
+                    &[],
+                )
+                .await?;
             }
             tx.execute(
                 "UPDATE projection_checkpoints SET position = $1, fingerprint = $2, generation = $3, updated_at = $4 \
