@@ -150,6 +150,7 @@ fn start_cluster() -> String {
     Command::new("sh")
         .arg("-c")
         .arg(script)
+        .current_dir("/")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -176,6 +176,18 @@ impl StageState {
 }
 
 impl LoadTestRun {
+    /// The run's stage plan, as created.
+    pub fn plan(&self) -> Vec<Stage> {
+        self.stages
+            .iter()
+            .map(|s| Stage {
+                name: s.name.clone(),
+                duration_s: s.duration_s,
+                target_rps: s.target_rps,
+            })
+            .collect()
+    }
+
     fn terminal(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "cancelled" | "stopped")
     }
@@ -330,15 +342,7 @@ impl Projection for LoadTestsProjection {
                 stage.started_at = Some(at);
             }
             LoadDispatchSubmitted(p) => {
-                let stages: Vec<Stage> = run
-                    .stages
-                    .iter()
-                    .map(|s| Stage {
-                        name: s.name.clone(),
-                        duration_s: s.duration_s,
-                        target_rps: s.target_rps,
-                    })
-                    .collect();
+                let stages = run.plan();
                 let planned = stage_of_seq(&stages, p.seq);
                 if planned.is_some_and(|i| i != p.stage_index as usize) {
                     return Err(format!(
@@ -369,15 +373,7 @@ impl Projection for LoadTestsProjection {
                         let seq = eventlog::ids::DispatchId::parse(&p.dispatch_id)
                             .map_err(|e| e.to_string())?
                             .seq;
-                        let stages: Vec<Stage> = run
-                            .stages
-                            .iter()
-                            .map(|s| Stage {
-                                name: s.name.clone(),
-                                duration_s: s.duration_s,
-                                target_rps: s.target_rps,
-                            })
-                            .collect();
+                        let stages = run.plan();
                         stage_of_seq(&stages, seq)
                             .ok_or_else(|| format!("dispatch seq {seq} is beyond the run's plan"))?
                     }
