@@ -271,7 +271,7 @@ async fn run_once(target: &Target, sizes: Sizes) -> Result<RunSample> {
     .await?;
     let concurrent = with_scratch(target, async |s| concurrent_appends(s, sizes).await).await?;
     let (one_row_eps, one_row) = with_scratch(target, async |s| {
-        one_row_per_transaction(target, s, sizes.raw_single_rows).await
+        one_row_per_transaction(target, s, sizes).await
     })
     .await?;
     Ok(RunSample {
@@ -391,13 +391,16 @@ async fn concurrent_appends(scratch: &Scratch, sizes: Sizes) -> Result<Served> {
 }
 
 /// (c), the baseline: sequential single-row `INSERT`s, each its own committed transaction.
+/// The rows spread over as many streams as (c) has clients.
 async fn one_row_per_transaction(
     target: &Target,
     scratch: &Scratch,
-    count: usize,
+    sizes: Sizes,
 ) -> Result<(f64, Histogram<u64>)> {
+    let count = sizes.raw_single_rows;
+    let streams = sizes.concurrent_clients;
     let envelopes: Vec<Value> = (0..count)
-        .map(|i| dispatch_completed(&format!("lt_c{}", i % 64), (i / 64 + 1) as u64))
+        .map(|i| dispatch_completed(&format!("lt_c{}", i % streams), (i / streams + 1) as u64))
         .collect();
     let rows = to_rows(&envelopes)?;
     let mut conn = RawConn::open(target, &scratch.database_url).await?;

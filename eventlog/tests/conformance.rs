@@ -83,7 +83,29 @@ conformance!(
     an_unmigrated_database_is_not_ready,
     a_waiting_reader_wakes_on_append,
     concurrent_appenders_and_a_tailing_reader_never_see_positions_go_backwards,
+    two_writers_on_one_stream_see_each_others_versions,
 );
+
+/// Two store instances (as two processes would) take turns on one stream: each must see the
+/// versions the other wrote, whatever it remembers from its own last commit.
+async fn two_writers_on_one_stream_see_each_others_versions(backend: Backend) {
+    let (a, b) = (backend.open().await, backend.open().await);
+    for version in 0..6i64 {
+        let writer = if version % 2 == 0 { &a } else { &b };
+        let answer = writer
+            .append(vec![completed("lt_shared").with_expected_version(version)])
+            .await;
+        assert_eq!(answer.unwrap()[0].event().stream_version, version + 1);
+        let other = if version % 2 == 0 { &b } else { &a };
+        let stale = other
+            .append(vec![completed("lt_shared").with_expected_version(version)])
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::Conflict { actual, .. }) if actual == version + 1),
+            "{stale:?}"
+        );
+    }
+}
 
 async fn appends_get_gap_free_increasing_positions(backend: Backend) {
     let log = backend.open().await;

@@ -2,7 +2,7 @@
 //! transaction and one fsync, then answers each request. A request is answered only after the
 //! transaction holding it committed, so an acknowledged event is durable.
 
-use super::{append_request, AppendTx, Appended, GroupState, StoreError};
+use super::{append_group, AppendTx, Appended, GroupState, StoreError};
 use crate::envelope::{format_timestamp, ValidatedEvent};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -12,6 +12,9 @@ use tokio::task::JoinHandle;
 /// Most events one group transaction takes before it commits. A single request larger than this
 /// still goes in whole (requests are never split).
 pub const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// Stream versions the writer remembers between groups (see [`VersionCache`]).
+const MAX_CACHED_STREAMS: usize = 100_000;
 
 /// How many requests may wait for the writer before appenders feel back-pressure.
 pub(crate) const QUEUE_DEPTH: usize = 4_096;
@@ -42,6 +45,7 @@ pub(crate) fn spawn<W: GroupWriter>(
 ) -> (mpsc::Sender<AppendRequest>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<AppendRequest>(QUEUE_DEPTH);
     let handle = tokio::spawn(async move {
+        let mut cache = VersionCache::default();
         while let Some(first) = rx.recv().await {
             let mut size = first.events.len();
             let mut group = vec![first];
@@ -54,7 +58,7 @@ pub(crate) fn spawn<W: GroupWriter>(
                     Err(_) => break,
                 }
             }
-            match write_group(&mut writer, &group).await {
+            match write_group(&mut writer, &group, &mut cache).await {
                 Ok((answers, last)) => {
                     head_tx.send_if_modified(|head| {
                         let advanced = last > *head;
@@ -68,6 +72,7 @@ pub(crate) fn spawn<W: GroupWriter>(
                     }
                 }
                 Err(err) => {
+                    cache.forget();
                     tracing::error!(error = %err, requests = group.len(), events = size, "append group failed; nothing of it was stored");
                     writer.abandon().await;
                     for request in group {
@@ -82,22 +87,54 @@ pub(crate) fn spawn<W: GroupWriter>(
     (tx, handle)
 }
 
+/// Stream versions as of the last commit of this writer. They stay valid only while nobody else
+/// appended since: the next group checks that the head it finds is the head it left.
+#[derive(Default)]
+struct VersionCache {
+    head: Option<i64>,
+    versions: HashMap<String, i64>,
+}
+
+impl VersionCache {
+    fn take_if_current(&mut self, head: i64) -> HashMap<String, i64> {
+        if self.head == Some(head) {
+            std::mem::take(&mut self.versions)
+        } else {
+            self.forget();
+            HashMap::new()
+        }
+    }
+
+    fn keep(&mut self, head: i64, mut versions: HashMap<String, i64>) {
+        if versions.len() > MAX_CACHED_STREAMS {
+            versions.clear();
+        }
+        self.head = Some(head);
+        self.versions = versions;
+    }
+
+    fn forget(&mut self) {
+        self.head = None;
+        self.versions.clear();
+    }
+}
+
 async fn write_group<W: GroupWriter>(
     writer: &mut W,
     group: &[AppendRequest],
+    cache: &mut VersionCache,
 ) -> Result<(Vec<Result<Vec<Appended>, StoreError>>, i64), sqlx::Error> {
     let head = writer.begin().await?;
     let mut state = GroupState {
         next_position: head + 1,
         recorded_at: format_timestamp(chrono::Utc::now()),
-        stream_versions: HashMap::new(),
+        stream_versions: cache.take_if_current(head),
     };
-    let mut answers = Vec::with_capacity(group.len());
-    for request in group {
-        answers.push(append_request(writer, &mut state, &request.events).await?);
-    }
+    let requests: Vec<&[ValidatedEvent]> = group.iter().map(|r| r.events.as_slice()).collect();
+    let answers = append_group(writer, &mut state, &requests).await?;
     let last = state.next_position - 1;
     writer.commit(last).await?;
+    cache.keep(last, state.stream_versions);
     Ok((answers, last))
 }
 

@@ -192,95 +192,128 @@ pub(crate) trait AppendTx: Send {
 
 /// What a group transaction tracks between requests: the next free position and the stream
 /// versions it already looked up or advanced.
+#[derive(Clone)]
 pub(crate) struct GroupState {
     pub next_position: i64,
     pub recorded_at: String,
     pub stream_versions: HashMap<String, i64>,
 }
 
-/// Applies one append request inside the group transaction. Every check runs before anything
-/// is written, so a refused request leaves the group untouched. `Ok(Err(_))` refuses this
-/// request; `Err(_)` fails the whole group.
-pub(crate) async fn append_request(
+/// Stored events found by idempotency key or producer-chosen event id; rows decided earlier in
+/// the same group join them, so a later repeat is answered as a duplicate.
+#[derive(Default)]
+struct Known {
+    by_key: HashMap<String, RecordedEvent>,
+    by_id: HashMap<uuid::Uuid, RecordedEvent>,
+}
+
+impl Known {
+    fn add(&mut self, recorded: RecordedEvent) {
+        if let Some(key) = &recorded.idempotency_key {
+            self.by_key.insert(key.clone(), recorded.clone());
+        }
+        self.by_id.insert(recorded.event_id, recorded);
+    }
+
+    fn repeat_of(&self, event: &ValidatedEvent) -> Option<&RecordedEvent> {
+        match &event.idempotency_key {
+            Some(key) => self.by_key.get(key),
+            None if event.event_id_supplied => self.by_id.get(&event.event_id),
+            None => None,
+        }
+    }
+}
+
+/// Keys and producer-chosen ids to look up for these events.
+fn lookup_keys<'a>(events: impl Iterator<Item = &'a ValidatedEvent>) -> (Vec<String>, Vec<String>) {
+    let (mut keys, mut ids) = (Vec::new(), Vec::new());
+    for e in events {
+        match &e.idempotency_key {
+            Some(key) => keys.push(key.clone()),
+            None if e.event_id_supplied => ids.push(e.event_id.to_string()),
+            None => {}
+        }
+    }
+    (keys, ids)
+}
+
+async fn load_known(
+    tx: &mut dyn AppendTx,
+    keys: &[String],
+    ids: &[String],
+) -> Result<Result<Known, StoreError>, sqlx::Error> {
+    let mut known = Known::default();
+    if keys.is_empty() && ids.is_empty() {
+        return Ok(Ok(known));
+    }
+    for row in tx.find_existing(keys, ids).await? {
+        match row.into_recorded() {
+            Ok(recorded) => known.add(recorded),
+            Err(err) => return Ok(Err(err)),
+        }
+    }
+    Ok(Ok(known))
+}
+
+/// Looks up the versions of streams this group has not seen yet.
+async fn load_versions<'a>(
     tx: &mut dyn AppendTx,
     group: &mut GroupState,
+    events: impl Iterator<Item = &'a ValidatedEvent>,
+) -> Result<(), sqlx::Error> {
+    let mut unknown: Vec<String> = events
+        .filter(|e| !group.stream_versions.contains_key(&e.stream))
+        .map(|e| e.stream.clone())
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let found = tx.stream_versions(&unknown).await?;
+    for stream in unknown {
+        let v = found.get(&stream).copied().unwrap_or(0);
+        group.stream_versions.insert(stream, v);
+    }
+    Ok(())
+}
+
+/// Decides one request against the group so far: each event is a repeat, a conflict (which
+/// refuses the whole request and leaves the group as it was), or a new row. On success the group
+/// advances and the new rows are returned with the answers.
+fn decide(
+    group: &mut GroupState,
+    known: &mut Known,
     events: &[ValidatedEvent],
-) -> Result<Result<Vec<Appended>, StoreError>, sqlx::Error> {
-    // 1. Repeats: one look-up for every idempotency key and producer-chosen event id.
-    let keys: Vec<String> = events
-        .iter()
-        .filter_map(|e| e.idempotency_key.clone())
-        .collect();
-    let supplied_ids: Vec<String> = events
-        .iter()
-        .filter(|e| e.idempotency_key.is_none() && e.event_id_supplied)
-        .map(|e| e.event_id.to_string())
-        .collect();
-    let mut stored_by_key = HashMap::new();
-    let mut stored_by_id = HashMap::new();
-    if !keys.is_empty() || !supplied_ids.is_empty() {
-        for row in tx.find_existing(&keys, &supplied_ids).await? {
-            let recorded = match row.into_recorded() {
-                Ok(r) => r,
-                Err(err) => return Ok(Err(err)),
-            };
-            if let Some(key) = &recorded.idempotency_key {
-                stored_by_key.insert(key.clone(), recorded.clone());
-            }
-            stored_by_id.insert(recorded.event_id, recorded);
-        }
-    }
-
-    // 2. Stream versions not yet known to this group.
-    let unknown: Vec<String> = {
-        let mut streams: Vec<String> = events
-            .iter()
-            .filter(|e| !group.stream_versions.contains_key(&e.stream))
-            .map(|e| e.stream.clone())
-            .collect();
-        streams.sort();
-        streams.dedup();
-        streams
-    };
-    let mut versions: HashMap<String, i64> = HashMap::new();
-    if !unknown.is_empty() {
-        let found = tx.stream_versions(&unknown).await?;
-        for stream in unknown {
-            let v = found.get(&stream).copied().unwrap_or(0);
-            versions.insert(stream, v);
-        }
-    }
-
-    // 3. Decide every event: a repeat, a conflict, or a new row.
+) -> Result<(Vec<StoredRow>, Vec<Appended>), StoreError> {
     let mut next_position = group.next_position;
+    let mut versions: HashMap<&str, i64> = HashMap::new();
+    let mut added: Vec<RecordedEvent> = Vec::new();
     let mut rows = Vec::new();
     let mut answers = Vec::with_capacity(events.len());
-    let mut may_collide = false;
     for (index, event) in events.iter().enumerate() {
-        let repeat = match &event.idempotency_key {
-            Some(key) => stored_by_key.get(key),
-            None if event.event_id_supplied => stored_by_id.get(&event.event_id),
-            None => None,
-        };
-        if let Some(stored) = repeat {
+        let in_request = added.iter().find(|r| match &event.idempotency_key {
+            Some(key) => r.idempotency_key.as_ref() == Some(key),
+            None => event.event_id_supplied && r.event_id == event.event_id,
+        });
+        if let Some(stored) = in_request.or_else(|| known.repeat_of(event)) {
             answers.push(Appended::Duplicate(stored.clone()));
             continue;
         }
-        let current = match versions.get(&event.stream) {
-            Some(v) => *v,
-            None => group.stream_versions[&event.stream],
-        };
+        let current = versions
+            .get(event.stream.as_str())
+            .copied()
+            .unwrap_or(group.stream_versions[&event.stream]);
         if let Some(expected) = event.expected_version {
             if expected != current {
-                return Ok(Err(StoreError::Conflict {
+                return Err(StoreError::Conflict {
                     index,
                     stream: event.stream.clone(),
                     expected,
                     actual: current,
-                }));
+                });
             }
         }
-        may_collide |= event.event_id_supplied;
         let row = StoredRow {
             position: next_position,
             event_id: event.event_id.to_string(),
@@ -296,45 +329,148 @@ pub(crate) async fn append_request(
             recorded_at: group.recorded_at.clone(),
             payload: event.payload.to_string(),
         };
-        let recorded = match row.clone().into_recorded() {
-            Ok(r) => r,
-            Err(err) => return Ok(Err(err)),
+        let recorded = RecordedEvent {
+            position: row.position,
+            event_id: event.event_id,
+            event_type: row.event_type.clone(),
+            schema_version: crate::upcast::current_version(event.event_type),
+            stream: row.stream.clone(),
+            stream_version: row.stream_version,
+            idempotency_key: row.idempotency_key.clone(),
+            correlation_id: row.correlation_id.clone(),
+            causation_id: row.causation_id.clone(),
+            producer: row.producer.clone(),
+            occurred_at: row.occurred_at.clone(),
+            recorded_at: row.recorded_at.clone(),
+            // Validated on the way in, so upcasting cannot fail; no need to re-parse the row.
+            payload: crate::upcast::upcast(
+                event.event_type,
+                event.schema_version,
+                event.payload.clone(),
+            )
+            .map_err(|e| StoreError::Corrupt {
+                position: row.position,
+                what: e.to_string(),
+            })?,
         };
-        // A later event of the same request with the same key is a repeat of this one.
-        if let Some(key) = &event.idempotency_key {
-            stored_by_key.insert(key.clone(), recorded.clone());
-        } else if event.event_id_supplied {
-            stored_by_id.insert(event.event_id, recorded.clone());
+        if event.idempotency_key.is_some() || event.event_id_supplied {
+            added.push(recorded.clone());
         }
-        versions.insert(event.stream.clone(), current + 1);
+        versions.insert(&event.stream, current + 1);
         next_position += 1;
         rows.push(row);
         answers.push(Appended::New(recorded));
     }
+    group.next_position = next_position;
+    for (stream, v) in versions {
+        group.stream_versions.insert(stream.to_string(), v);
+    }
+    for recorded in added {
+        known.add(recorded);
+    }
+    Ok((rows, answers))
+}
 
-    // 4. Write. Only a producer-chosen event id can still collide (with a stored event under
-    // another idempotency key); a savepoint keeps that refusal from failing the group.
-    if !rows.is_empty() {
-        if may_collide {
-            tx.savepoint().await?;
-        }
-        match tx.insert(&rows).await {
-            Ok(()) => {
-                if may_collide {
-                    tx.release_savepoint().await?;
-                }
+/// Applies a whole group of requests with a handful of statements: one look-up of every key,
+/// one of every stream version, one insert of every new row. Each request is still refused or
+/// accepted on its own. Only a producer-chosen event id can make the insert fail (it collides
+/// with a stored event under another key); then the group is redone request by request, each
+/// behind a savepoint, so the colliding request alone is refused.
+pub(crate) async fn append_group(
+    tx: &mut dyn AppendTx,
+    group: &mut GroupState,
+    requests: &[&[ValidatedEvent]],
+) -> Result<Vec<Result<Vec<Appended>, StoreError>>, sqlx::Error> {
+    let start = group.clone();
+    let all = || requests.iter().flat_map(|r| r.iter());
+    let (keys, ids) = lookup_keys(all());
+    let mut known = match load_known(tx, &keys, &ids).await? {
+        Ok(k) => k,
+        Err(_) => return append_one_by_one(tx, group, requests).await,
+    };
+    load_versions(tx, group, all()).await?;
+    let mut rows = Vec::new();
+    let mut answers = Vec::with_capacity(requests.len());
+    for events in requests {
+        match decide(group, &mut known, events) {
+            Ok((new_rows, answer)) => {
+                rows.extend(new_rows);
+                answers.push(Ok(answer));
             }
-            Err(sqlx::Error::Database(db)) if may_collide && db.is_unique_violation() => {
-                tx.rollback_to_savepoint().await?;
-                tx.release_savepoint().await?;
-                return Ok(Err(StoreError::IdCollision(db.message().to_string())));
-            }
-            Err(other) => return Err(other),
+            Err(err) => answers.push(Err(err)),
         }
     }
-    group.next_position = next_position;
-    group.stream_versions.extend(versions);
-    Ok(Ok(answers))
+    if rows.is_empty() {
+        return Ok(answers);
+    }
+    let may_collide = all().any(|e| e.event_id_supplied);
+    if !may_collide {
+        tx.insert(&rows).await?;
+        return Ok(answers);
+    }
+    tx.savepoint().await?;
+    match tx.insert(&rows).await {
+        Ok(()) => {
+            tx.release_savepoint().await?;
+            Ok(answers)
+        }
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            tx.rollback_to_savepoint().await?;
+            tx.release_savepoint().await?;
+            *group = start;
+            append_one_by_one(tx, group, requests).await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+async fn append_one_by_one(
+    tx: &mut dyn AppendTx,
+    group: &mut GroupState,
+    requests: &[&[ValidatedEvent]],
+) -> Result<Vec<Result<Vec<Appended>, StoreError>>, sqlx::Error> {
+    let mut answers = Vec::with_capacity(requests.len());
+    for events in requests {
+        answers.push(append_request(tx, group, events).await?);
+    }
+    Ok(answers)
+}
+
+/// Applies one request on its own, behind a savepoint: the slow path that isolates a request
+/// whose producer-chosen event id collides with a stored event.
+pub(crate) async fn append_request(
+    tx: &mut dyn AppendTx,
+    group: &mut GroupState,
+    events: &[ValidatedEvent],
+) -> Result<Result<Vec<Appended>, StoreError>, sqlx::Error> {
+    let (keys, ids) = lookup_keys(events.iter());
+    let mut known = match load_known(tx, &keys, &ids).await? {
+        Ok(k) => k,
+        Err(err) => return Ok(Err(err)),
+    };
+    load_versions(tx, group, events.iter()).await?;
+    let before = group.clone();
+    let (rows, answers) = match decide(group, &mut known, events) {
+        Ok(decided) => decided,
+        Err(err) => return Ok(Err(err)),
+    };
+    if rows.is_empty() {
+        return Ok(Ok(answers));
+    }
+    tx.savepoint().await?;
+    match tx.insert(&rows).await {
+        Ok(()) => {
+            tx.release_savepoint().await?;
+            Ok(Ok(answers))
+        }
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            tx.rollback_to_savepoint().await?;
+            tx.release_savepoint().await?;
+            *group = before;
+            Ok(Err(StoreError::IdCollision(db.message().to_string())))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Compares the migrations a database has applied with those this build embeds.

@@ -70,7 +70,7 @@ impl PostgresEventLog {
             Err(e) => return Err(e.into()),
         };
         let (head_tx, head_rx) = watch::channel(head);
-        let write_pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let write_pool = pool_options(1).connect(url).await?;
         let listener = tokio::spawn(forward_notifications(pool.clone(), head_tx.clone()));
         let writer = PgGroupWriter {
             pool: write_pool,
@@ -89,6 +89,22 @@ impl PostgresEventLog {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Every connection plans each execution for its parameters. With the default, a prepared
+/// statement first run against a near-empty `events` table can settle on a generic plan that
+/// scans the table sequentially, and keep it as the log grows (measured: 20 ms per stream-version
+/// look-up at 75,000 events, against 0.4 ms with the index).
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_custom_plan")
+                    .await?;
+                Ok(())
+            })
+        })
 }
 
 async fn forward_notifications(pool: PgPool, head_tx: watch::Sender<i64>) {
