@@ -207,7 +207,9 @@ async fn scenario(base: &str, config: &Config, dispatches: u64) -> Result<()> {
     //    last event published (read-your-writes with min_position).
     let last_position = last_position(&http, base, admin.expose()).await?;
     let run: Value = http
-        .get(format!("{base}/admin/studio/load-test-runs/{run_id}?min_position={last_position}"))
+        .get(format!(
+            "{base}/admin/studio/load-test-runs/{run_id}?min_position={last_position}"
+        ))
         .bearer_auth(admin.expose())
         .send()
         .await?
@@ -219,15 +221,25 @@ async fn scenario(base: &str, config: &Config, dispatches: u64) -> Result<()> {
         "\nGET /admin/studio/load-test-runs/{run_id} (as of position {}):",
         run["as_of_position"]
     );
-    println!("  status                {} ({} mode; {})", run["status"], run["mode"], run["runner_fallback_reason"]);
+    println!(
+        "  status                {} ({} mode; {})",
+        run["status"], run["mode"], run["runner_fallback_reason"]
+    );
     println!(
         "  dispatched            {}   succeeded {}   failed {}   timed out {}   missed {}",
-        totals["dispatched"], totals["succeeded"], totals["failed"], totals["timed_out"], totals["missed"]
+        totals["dispatched"],
+        totals["succeeded"],
+        totals["failed"],
+        totals["timed_out"],
+        totals["missed"]
     );
     println!("  failure rate          {}", totals["failure_rate"]);
     println!("  achieved rps          {}", totals["achieved_rps"]);
     let l = &totals["latency_ms"];
-    println!("  latency ms            p50 {}  p95 {}  p99 {}  max {}", l["p50"], l["p95"], l["p99"], l["max"]);
+    println!(
+        "  latency ms            p50 {}  p95 {}  p99 {}  max {}",
+        l["p50"], l["p95"], l["p99"], l["max"]
+    );
     println!("  cost                  ${}", totals["cost_usd"]);
     let health: Value = http
         .get(format!("{base}/admin/studio/observability/projections"))
@@ -256,7 +268,9 @@ async fn last_position(http: &reqwest::Client, base: &str, admin: &str) -> Resul
     let mut after = 0i64;
     loop {
         let page: Value = http
-            .get(format!("{base}/v1/events?after_position={after}&limit=10000"))
+            .get(format!(
+                "{base}/v1/events?after_position={after}&limit=10000"
+            ))
             .bearer_auth(admin)
             .send()
             .await?
