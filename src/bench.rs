@@ -20,7 +20,7 @@ use eventlog::envelope::{format_timestamp, StoredRow};
 use eventlog::{EventLog, ValidatedEvent};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use sqlx::{Connection, PgConnection, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Connection, PgConnection, Sqlite, SqliteConnection};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,8 +42,6 @@ const BATCH_SIZES: [usize; 2] = [100, 1_000];
 /// (a): a load-test run's dispatches share a stream; this many per run keeps the store's
 /// stream-version look-ups realistic (a batch of 1,000 touches 10 streams).
 const EVENTS_PER_STREAM: usize = 100;
-/// SQLite allows 32,766 bound variables per statement: 13 columns × 1,000 rows fits.
-const SQLITE_ROWS_PER_INSERT: usize = 1_000;
 /// Latencies are recorded in microseconds, up to a minute, at 3 significant digits.
 const HISTOGRAM_MAX_US: u64 = 60_000_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -718,59 +716,15 @@ impl RawConn {
     /// One transaction: a multi-row `INSERT` (SQLite) or `INSERT … SELECT FROM UNNEST`
     /// (PostgreSQL), the statements the store itself uses.
     async fn insert_batch(&mut self, rows: &[StoredRow]) -> Result<()> {
-        let recorded_at = format_timestamp(chrono::Utc::now());
         match self {
             RawConn::Sqlite(conn) => {
                 sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
-                    let mut q =
-                        QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({COLUMNS}) "));
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.position)
-                            .push_bind(&r.event_id)
-                            .push_bind(&r.event_type)
-                            .push_bind(r.schema_version)
-                            .push_bind(&r.stream)
-                            .push_bind(r.stream_version)
-                            .push_bind(&r.idempotency_key)
-                            .push_bind(&r.correlation_id)
-                            .push_bind(&r.causation_id)
-                            .push_bind(&r.producer)
-                            .push_bind(&r.occurred_at)
-                            .push_bind(&recorded_at)
-                            .push_bind(&r.payload);
-                    });
-                    q.build().execute(&mut *conn).await?;
-                }
+                eventlog::store::sqlite::insert_rows(conn, rows).await?;
                 sqlx::query("COMMIT").execute(&mut *conn).await?;
             }
             RawConn::Postgres(conn) => {
-                let text = |f: fn(&StoredRow) -> &String| rows.iter().map(f).collect::<Vec<_>>();
-                let opt =
-                    |f: fn(&StoredRow) -> &Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-                let int = |f: fn(&StoredRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
                 sqlx::query("BEGIN").execute(&mut *conn).await?;
-                sqlx::query(&format!(
-                    "INSERT INTO events ({COLUMNS}) \
-                     SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::bigint[]::int[], \
-                     $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                     $12::text[], $13::text[]::jsonb[])"
-                ))
-                .bind(int(|r| r.position))
-                .bind(text(|r| &r.event_id))
-                .bind(text(|r| &r.event_type))
-                .bind(int(|r| r.schema_version))
-                .bind(text(|r| &r.stream))
-                .bind(int(|r| r.stream_version))
-                .bind(opt(|r| &r.idempotency_key))
-                .bind(opt(|r| &r.correlation_id))
-                .bind(opt(|r| &r.causation_id))
-                .bind(opt(|r| &r.producer))
-                .bind(text(|r| &r.occurred_at))
-                .bind(vec![&recorded_at; rows.len()])
-                .bind(text(|r| &r.payload))
-                .execute(&mut *conn)
-                .await?;
+                eventlog::store::postgres::insert_rows(conn, rows).await?;
                 sqlx::query("COMMIT").execute(&mut *conn).await?;
             }
         }

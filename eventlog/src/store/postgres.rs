@@ -348,33 +348,42 @@ impl AppendTx for PgGroupWriter {
     }
 
     async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), sqlx::Error> {
-        // One statement per request whatever its size: columns travel as arrays and UNNEST
-        // zips them back into rows.
-        let col = |f: fn(&StoredRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
-        let opt = |f: fn(&StoredRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-        let int = |f: fn(&StoredRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(
-            "INSERT INTO events (position, event_id, event_type, schema_version, stream, stream_version, \
-             idempotency_key, correlation_id, causation_id, producer, occurred_at, recorded_at, payload) \
-             SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::bigint[]::int[], $5::text[], \
-             $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-             $13::text[]::jsonb[])",
-        )
-        .bind(int(|r| r.position))
-        .bind(col(|r| r.event_id.clone()))
-        .bind(col(|r| r.event_type.clone()))
-        .bind(int(|r| r.schema_version))
-        .bind(col(|r| r.stream.clone()))
-        .bind(int(|r| r.stream_version))
-        .bind(opt(|r| r.idempotency_key.clone()))
-        .bind(opt(|r| r.correlation_id.clone()))
-        .bind(opt(|r| r.causation_id.clone()))
-        .bind(opt(|r| r.producer.clone()))
-        .bind(col(|r| r.occurred_at.clone()))
-        .bind(col(|r| r.recorded_at.clone()))
-        .bind(col(|r| r.payload.clone()))
-        .execute(&mut **self.conn())
-        .await
-        .map(|_| ())
+        insert_rows(self.conn(), rows).await
     }
+}
+
+/// Inserts rows as the store does: one statement whatever their number. Public so the ingest
+/// benchmark's raw baseline runs the very same statement.
+pub async fn insert_rows(
+    conn: &mut sqlx::PgConnection,
+    rows: &[StoredRow],
+) -> Result<(), sqlx::Error> {
+    // One statement per request whatever its size: columns travel as arrays and UNNEST
+    // zips them back into rows.
+    let col = |f: fn(&StoredRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let opt = |f: fn(&StoredRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let int = |f: fn(&StoredRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO events (position, event_id, event_type, schema_version, stream, stream_version, \
+         idempotency_key, correlation_id, causation_id, producer, occurred_at, recorded_at, payload) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::bigint[]::int[], $5::text[], \
+         $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+         $13::text[]::jsonb[])",
+    )
+    .bind(int(|r| r.position))
+    .bind(col(|r| r.event_id.clone()))
+    .bind(col(|r| r.event_type.clone()))
+    .bind(int(|r| r.schema_version))
+    .bind(col(|r| r.stream.clone()))
+    .bind(int(|r| r.stream_version))
+    .bind(opt(|r| r.idempotency_key.clone()))
+    .bind(opt(|r| r.correlation_id.clone()))
+    .bind(opt(|r| r.causation_id.clone()))
+    .bind(opt(|r| r.producer.clone()))
+    .bind(col(|r| r.occurred_at.clone()))
+    .bind(col(|r| r.recorded_at.clone()))
+    .bind(col(|r| r.payload.clone()))
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }

@@ -312,25 +312,34 @@ impl AppendTx for SqliteGroupWriter {
     }
 
     async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), sqlx::Error> {
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({COLUMNS}) "));
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.position)
-                    .push_bind(&r.event_id)
-                    .push_bind(&r.event_type)
-                    .push_bind(r.schema_version)
-                    .push_bind(&r.stream)
-                    .push_bind(r.stream_version)
-                    .push_bind(&r.idempotency_key)
-                    .push_bind(&r.correlation_id)
-                    .push_bind(&r.causation_id)
-                    .push_bind(&r.producer)
-                    .push_bind(&r.occurred_at)
-                    .push_bind(&r.recorded_at)
-                    .push_bind(&r.payload);
-            });
-            q.build().execute(&mut **self.conn()).await?;
-        }
-        Ok(())
+        insert_rows(self.conn(), rows).await
     }
+}
+
+/// Inserts rows as the store does: multi-row `INSERT`s of up to [`ROWS_PER_INSERT`] rows. Public
+/// so the ingest benchmark's raw baseline runs the very same statement.
+pub async fn insert_rows(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[StoredRow],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({COLUMNS}) "));
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.position)
+                .push_bind(&r.event_id)
+                .push_bind(&r.event_type)
+                .push_bind(r.schema_version)
+                .push_bind(&r.stream)
+                .push_bind(r.stream_version)
+                .push_bind(&r.idempotency_key)
+                .push_bind(&r.correlation_id)
+                .push_bind(&r.causation_id)
+                .push_bind(&r.producer)
+                .push_bind(&r.occurred_at)
+                .push_bind(&r.recorded_at)
+                .push_bind(&r.payload);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
