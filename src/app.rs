@@ -14,8 +14,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Roles `studio serve --roles` knows: `ingest` (publish endpoint), `projector` (keeps the read
-/// models current), `query` (the admin read API and projection health).
-pub const ROLES: &[&str] = &["ingest", "projector", "query"];
+/// models current), `query` (the admin read API and projection health), `commands` (the admin
+/// command API: variant registry).
+pub const ROLES: &[&str] = &["ingest", "projector", "query", "commands"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roles(Vec<String>);
@@ -102,7 +103,11 @@ pub async fn run(
         app = app.merge(ingest::ops_router(state));
     }
     if roles.has("query") {
-        app = app.merge(projector::http::router(read_state.clone(), tokens));
+        app = app.merge(projector::http::router(read_state.clone(), tokens.clone()));
+    }
+    if roles.has("commands") {
+        let registry = services::variants::VariantRegistryService::new(log.clone());
+        app = app.merge(services::variants::router(registry, tokens));
     }
     let app = ingest::with_fallbacks(app);
 

@@ -7,6 +7,9 @@
 //! bytes, every projection is rebuilt from position 0 on the same database, and the answers are
 //! taken again: they must be byte-identical, and both must reflect the log's head.
 
+// `*pick(..)` takes `&str` out of `&&str`; without it `pick` would infer `T = str`.
+#![allow(clippy::explicit_auto_deref)]
+
 #[macro_use]
 mod common;
 
@@ -1175,7 +1178,7 @@ async fn live_catch_up_equals_rebuild(store: Store, scenario: &Scenario) -> Resu
 
     for (label, answer) in live.iter().chain(&rebuilt) {
         ensure!(
-            answer["as_of_position"] == Value::from(head),
+            answer["as_of_position"] == head,
             "{label} reflects {}, not the head {head}",
             answer["as_of_position"]
         );

@@ -1,0 +1,4 @@
+//! The scenario executor's building blocks.
+
+pub mod aggregator;
+pub mod planner;

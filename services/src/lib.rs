@@ -1,0 +1,8 @@
+//! The event producers and the command side of the admin API.
+//!
+//! - [`variants`]: the variant registry service (register, retire) and its routes.
+//! - [`executor`]: the load-test stage rate planner and the metrics aggregator behind the stop
+//!   condition.
+
+pub mod executor;
+pub mod variants;
