@@ -1,8 +1,9 @@
 //! The event producers and the command side of the admin API.
 //!
 //! - [`variants`]: the variant registry service (register, retire) and its routes.
-//! - [`executor`]: the load-test stage rate planner and the metrics aggregator behind the stop
-//!   condition.
+//! - [`executor`]: the load-test stage rate planner, the metrics aggregator behind the stop
+//!   condition, and the engine that runs a load test against a provider (open model, missed
+//!   arrivals counted, batched appends, cancel, stop condition).
 //! - [`providers`]: the provider trait and its `simulated` and `http` adapters, built from the
 //!   `[providers.*]` entries.
 
