@@ -26,25 +26,9 @@ pub struct FileConfig {
     pub economics: Option<EconomicsConfig>,
 }
 
-/// A provider entry; a variant's `provider` part names one.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProviderConfig {
-    /// In-process simulation, deterministic for a given seed.
-    Simulated {
-        latency_ms: f64,
-        jitter_ms: f64,
-        failure_rate: f64,
-        cost_usd: f64,
-        seed: u64,
-    },
-    /// A real provider behind HTTP (protocol in DESIGN §9).
-    Http {
-        url: String,
-        timeout_ms: u64,
-        auth_header_env: Option<String>,
-    },
-}
+/// A provider entry; a variant's `provider` part names one. One definition serves the file and
+/// the crate that builds providers from it.
+pub use services::providers::ProviderSpec as ProviderConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
