@@ -2,12 +2,13 @@
 //! shutdown signal; then the projector finishes its batch, the log's writer commits what it
 //! queued, and the process exits.
 
-use crate::config::Config;
+use crate::config::{Config, ProviderConfig};
 use anyhow::{bail, Context, Result};
 use eventlog::EventLog;
 use projector::http::ReadState;
 use projector::money_hud::Thresholds;
 use projector::{ReadDb, Runner, StatusBoard};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 
 /// Roles `studio serve --roles` knows: `ingest` (publish endpoint), `projector` (keeps the read
 /// models current), `query` (the admin read API and projection health), `commands` (the admin
-/// command API: variant registry).
+/// command API: variant registry, load-test runs and their inline executor).
 pub const ROLES: &[&str] = &["ingest", "projector", "query", "commands"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,35 @@ impl Roles {
     pub fn has(&self, role: &str) -> bool {
         self.0.iter().any(|r| r == role)
     }
+}
+
+/// Providers when `studio.toml` configures none (DESIGN §9: built-in simulated providers), so
+/// the embedded default can run load tests out of the box.
+pub fn default_providers() -> BTreeMap<String, ProviderConfig> {
+    let sim = |latency_ms, jitter_ms, failure_rate, cost_usd, seed| ProviderConfig::Simulated {
+        latency_ms,
+        jitter_ms,
+        failure_rate,
+        cost_usd,
+        seed,
+    };
+    BTreeMap::from([
+        ("sim-cheap".to_string(), sim(900.0, 200.0, 0.03, 0.004, 7)),
+        ("sim-fast".to_string(), sim(300.0, 50.0, 0.01, 0.02, 11)),
+        ("sim-flaky".to_string(), sim(600.0, 300.0, 0.25, 0.003, 13)),
+    ])
+}
+
+/// The configured providers, or the built-in simulated ones.
+pub fn providers(
+    config: &Config,
+) -> Result<BTreeMap<String, Arc<dyn services::providers::Provider>>> {
+    let specs = if config.file.providers.is_empty() {
+        default_providers()
+    } else {
+        config.file.providers.clone()
+    };
+    services::providers::build_providers(&specs).map_err(anyhow::Error::msg)
 }
 
 /// The Money HUD thresholds from `[economics]` and `[quality]`.
@@ -107,7 +137,20 @@ pub async fn run(
     }
     if roles.has("commands") {
         let registry = services::variants::VariantRegistryService::new(log.clone());
-        app = app.merge(services::variants::router(registry, tokens));
+        app = app.merge(services::variants::router(registry, tokens.clone()));
+        let approval_threshold_usd = config
+            .file
+            .economics
+            .as_ref()
+            .and_then(|e| e.approval_threshold_usd)
+            .unwrap_or(services::load_tests::DEFAULT_APPROVAL_THRESHOLD_USD);
+        let load_tests = services::load_tests::LoadTestService::new(
+            log.clone(),
+            providers(config)?,
+            approval_threshold_usd,
+            services::executor::EngineOptions::default(),
+        );
+        app = app.merge(services::load_tests::router(load_tests, tokens));
     }
     let app = ingest::with_fallbacks(app);
 

@@ -1,6 +1,8 @@
 //! The event producers and the command side of the admin API.
 //!
 //! - [`variants`]: the variant registry service (register, retire) and its routes.
+//! - [`load_tests`]: the load-test run commands (create with the cost guard, start inline with a
+//!   runner fallback, cancel) and their routes.
 //! - [`executor`]: the load-test stage rate planner, the metrics aggregator behind the stop
 //!   condition, and the engine that runs a load test against a provider (open model, missed
 //!   arrivals counted, batched appends, cancel, stop condition).
@@ -8,5 +10,6 @@
 //!   `[providers.*]` entries.
 
 pub mod executor;
+pub mod load_tests;
 pub mod providers;
 pub mod variants;

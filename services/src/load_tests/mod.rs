@@ -1,0 +1,17 @@
+//! Load-test runs, command side (DESIGN §5 `/load-test-runs`, §9 runner variables): create a
+//! run (validated against the catalogue and the variant registry, with the cost guard), start
+//! it (inline, with a `load_test.runner_fallback`), cancel it. Reading runs is the read side's
+//! job (`projector::http`).
+//!
+//! - [`service`]: [`LoadTestService`], which decides every command from the log streams and
+//!   runs started runs through the executor engine.
+//! - [`http`]: the command routes under `/admin/studio/load-test-runs`.
+
+pub mod http;
+pub mod service;
+
+pub use http::router;
+pub use service::{
+    estimate_cost, Cancelled, CreateRun, Created, LoadTestError, LoadTestService, Started,
+    DEFAULT_APPROVAL_THRESHOLD_USD, INLINE_FALLBACK_REASON, MAX_DECISION_ATTEMPTS,
+};
