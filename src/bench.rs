@@ -65,6 +65,8 @@ pub enum BenchKind {
     MoneyHudQuery(crate::bench_read::HudQueryArgs),
     /// Money HUD decision quality on seeded simulated matrices.
     MoneyHud(crate::bench_read::HudQualityArgs),
+    /// Load-test executor rate accuracy against the simulated provider.
+    Executor(crate::bench_executor::ExecutorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +100,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchKind::Rebuild(args) => crate::bench_read::rebuild(args).await,
         BenchKind::MoneyHudQuery(args) => crate::bench_read::hud_query(args).await,
         BenchKind::MoneyHud(args) => crate::bench_read::hud_quality(args),
+        BenchKind::Executor(args) => crate::bench_executor::run(args).await,
     }
 }
 

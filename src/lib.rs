@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_executor;
 pub mod bench_read;
 pub mod cli;
 pub mod config;
