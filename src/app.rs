@@ -127,6 +127,7 @@ pub async fn run(
     .context("ingest configuration")?;
 
     let mut app = axum::Router::new();
+    let mut alarm_watch = None;
     if roles.has("ingest") {
         app = app.merge(ingest::router(state));
     } else {
@@ -150,6 +151,7 @@ pub async fn run(
             approval_threshold_usd,
             services::executor::EngineOptions::default(),
         );
+        alarm_watch = Some(load_tests.clone());
         app = app.merge(services::load_tests::router(load_tests, tokens));
     }
     let app = ingest::with_fallbacks(app);
@@ -167,6 +169,11 @@ pub async fn run(
     background.push(tokio::spawn(
         projector_metrics.run(read_state, stop_rx.clone()),
     ));
+    if let Some(load_tests) = alarm_watch {
+        // A critical alarm in ALARM stops every run this process executes (the seed plan's
+        // second stop condition).
+        background.push(tokio::spawn(load_tests.watch_alarms(stop_rx.clone())));
+    }
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = log.backend(), roles = ?roles.0, "serving");

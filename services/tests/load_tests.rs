@@ -31,6 +31,7 @@ const UNIT_COST: f64 = 0.01;
 
 struct Api {
     base: String,
+    log: Arc<dyn eventlog::EventLog>,
     client: reqwest::Client,
     shutdown: watch::Sender<bool>,
     runner: tokio::task::JoinHandle<()>,
@@ -87,6 +88,8 @@ impl Api {
             max_wait: Duration::from_secs(2),
         };
         let tokens = ingest::Tokens::new(ADMIN, EXECUTOR).unwrap();
+        let (shutdown, stop) = watch::channel(false);
+        tokio::spawn(service.clone().watch_alarms(stop.clone()));
         let app = ingest::with_fallbacks(
             load_tests::router(service, tokens.clone())
                 .merge(projector::http::router(read_state, tokens)),
@@ -94,11 +97,11 @@ impl Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let (shutdown, stop) = watch::channel(false);
-        let runner = projector::Runner::new(db, log, projector::all_projections(), status);
+        let runner = projector::Runner::new(db, log.clone(), projector::all_projections(), status);
         let runner = tokio::spawn(runner.run(stop));
         Self {
             base: format!("http://{addr}"),
+            log,
             client: reqwest::Client::new(),
             shutdown,
             runner,
@@ -447,5 +450,63 @@ async fn two_concurrent_starts_of_one_run_cannot_both_win() {
         r["status"] == "completed"
     })
     .await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_alarm_stops_every_running_run_and_is_named_as_the_reason() {
+    let api = Api::start().await;
+    let long = json!([{"name": "long", "duration_s": 60, "target_rps": 10.0}]);
+    let (status, created) = api.post(RUNS, &run_body(VARIANT, long)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let run_id = created["run_id"].as_str().unwrap().to_string();
+    let (status, started) = api
+        .post(&format!("{RUNS}/{run_id}/start"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    api.wait_for_run(&run_id, Duration::from_secs(10), |r| {
+        r["totals"]["dispatched"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+
+    // An alarm that only recovers stops nothing; one that goes to ALARM stops the run.
+    let alarm = |new_state: eventlog::catalogue::AlarmState| {
+        eventlog::ValidatedEvent::from_payload(
+            &eventlog::EventPayload::AlarmStateChanged(eventlog::catalogue::AlarmStateChanged {
+                alarm_name: "studio-ecs-cpu-critical".into(),
+                old_state: eventlog::catalogue::AlarmState::InsufficientData,
+                new_state,
+                reason: "threshold crossed".into(),
+            }),
+            "tests",
+            chrono::Utc::now(),
+        )
+    };
+    api.log
+        .append(vec![alarm(eventlog::catalogue::AlarmState::Ok)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, run) = api.get(&format!("{RUNS}/{run_id}")).await;
+    assert_eq!(run["status"], "running", "{run}");
+
+    api.log
+        .append(vec![alarm(eventlog::catalogue::AlarmState::Alarm)])
+        .await
+        .unwrap();
+    let run = api
+        .wait_for_run(&run_id, Duration::from_secs(10), |r| {
+            r["status"] == "stopped"
+        })
+        .await;
+    let reason = run["stop_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("studio-ecs-cpu-critical"), "{run}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, run) = api.get(&format!("{RUNS}/{run_id}")).await;
+    assert_eq!(
+        run["status"], "stopped",
+        "the engine stopped and never completed the run: {run}"
+    );
+    assert!(run["totals"]["dispatched"].as_u64().unwrap() < 600, "{run}");
     api.stop().await;
 }

@@ -12,6 +12,7 @@ use eventlog::{EventLog, RecordedEvent, StoreError, ValidatedEvent, ValidationEr
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The cost above which a run needs an `approval_ref` (`[economics] approval_threshold_usd`).
@@ -162,6 +163,9 @@ struct RunStream {
     started: bool,
     /// `completed`, `cancelled` or `stopped`, from the first ending event.
     ended: Option<&'static str>,
+    /// Completed dispatches so far, and how many of them failed or timed out.
+    completions: u64,
+    failures: u64,
 }
 
 impl RunStream {
@@ -183,6 +187,11 @@ impl RunStream {
             EventPayload::RunCompleted(_) => Some("completed"),
             EventPayload::RunCancelled(_) => Some("cancelled"),
             EventPayload::StopConditionBreached(_) => Some("stopped"),
+            EventPayload::LoadDispatchCompleted(p) => {
+                self.completions += 1;
+                self.failures += u64::from(p.outcome != eventlog::catalogue::Outcome::Succeeded);
+                None
+            }
             _ => None,
         };
         if self.ended.is_none() {
@@ -435,6 +444,96 @@ impl LoadTestService {
                     attempt += 1;
                 }
                 Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// The seed plan's second stop condition: a critical alarm in ALARM stops every run this
+    /// process is executing. Each gets `load_test.stop_condition_breached` naming the alarm (with
+    /// the run's failure rate so far), and its engine stops sending. Returns the runs stopped.
+    pub async fn stop_for_alarm(&self, alarm_name: &str) -> Result<Vec<String>, LoadTestError> {
+        let mut stopped = Vec::new();
+        for run_id in self.running_here() {
+            let stream_name = catalogue::load_test_stream(&run_id);
+            let mut stream = RunStream::default();
+            let mut attempt = 1;
+            loop {
+                self.fold(&stream_name, &mut stream).await?;
+                if stream.ended.is_some() {
+                    break;
+                }
+                let failure_rate = if stream.completions == 0 {
+                    0.0
+                } else {
+                    stream.failures as f64 / stream.completions as f64
+                };
+                let payload =
+                    EventPayload::StopConditionBreached(catalogue::StopConditionBreached {
+                        run_id: run_id.clone(),
+                        failure_rate,
+                        window_s: 0,
+                        alarm_name: Some(alarm_name.to_string()),
+                    });
+                match self
+                    .append(std::slice::from_ref(&payload), stream.version)
+                    .await
+                {
+                    Ok(_) => {
+                        let running = self.inner.running.lock().expect("running map poisoned");
+                        if let Some(tx) = running.get(&run_id) {
+                            let _ = tx.send(true);
+                        }
+                        stopped.push(run_id.clone());
+                        break;
+                    }
+                    Err(StoreError::Conflict { .. }) if attempt < MAX_DECISION_ATTEMPTS => {
+                        attempt += 1
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        if !stopped.is_empty() {
+            tracing::warn!(alarm = alarm_name, runs = ?stopped, "critical alarm stopped running load tests");
+        }
+        Ok(stopped)
+    }
+
+    /// Tails the log from its current head and stops running runs on every alarm that turns
+    /// ALARM, until `shutdown` turns true.
+    pub async fn watch_alarms(self, mut shutdown: watch::Receiver<bool>) {
+        let log = self.inner.log.clone();
+        let mut after = match log.head().await {
+            Ok(h) => h,
+            Err(err) => {
+                tracing::error!(error = %err, "alarm watch cannot read the log head");
+                return;
+            }
+        };
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match log.read_all(after, 1_000).await {
+                Ok(events) if !events.is_empty() => {
+                    for event in events {
+                        after = event.position;
+                        if let Ok(EventPayload::AlarmStateChanged(p)) = event.typed() {
+                            if p.new_state == catalogue::AlarmState::Alarm {
+                                if let Err(err) = self.stop_for_alarm(&p.alarm_name).await {
+                                    tracing::error!(alarm = %p.alarm_name, error = %err, "cannot stop runs for alarm");
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "alarm watch cannot read the log"),
+            }
+            tokio::select! {
+                _ = eventlog::wait_for_position(log.as_ref(), after, Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
             }
         }
     }
