@@ -9,6 +9,7 @@
 //! - [`providers`]: the provider trait and its `simulated` and `http` adapters, built from the
 //!   `[providers.*]` entries.
 
+mod body;
 pub mod executor;
 pub mod load_tests;
 pub mod providers;

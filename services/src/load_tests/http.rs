@@ -11,6 +11,7 @@
 //! The `GET` routes are the read side's (`projector::http`).
 
 use super::service::{Cancelled, CreateRun, Created, LoadTestError, LoadTestService, Started};
+use crate::body::parse_body;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,7 +19,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use eventlog::catalogue::RunMode;
 use ingest::{ApiError, Tokens};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -147,31 +147,6 @@ impl From<LoadTestError> for ApiError {
             LoadTestError::Store(err) => err.into(),
         }
     }
-}
-
-/// Parses a JSON body: not JSON at all is 400 `malformed_json`; JSON of the wrong shape
-/// (unknown or missing fields, wrong types) is 422 naming the field where serde can tell.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
-    if !value.is_object() {
-        return Err(ApiError::invalid_field(
-            ".",
-            "the body must be a JSON object",
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| {
-        let reason = e.to_string();
-        let field = field_named(&reason).unwrap_or(".").to_string();
-        ApiError::invalid_field(&field, reason)
-    })
-}
-
-/// The field a serde message names, for "unknown field `x`" and "missing field `x`".
-fn field_named(message: &str) -> Option<&str> {
-    let rest = message
-        .strip_prefix("unknown field `")
-        .or_else(|| message.strip_prefix("missing field `"))?;
-    rest.split_once('`').map(|(field, _)| field)
 }
 
 fn mode_text(mode: RunMode) -> &'static str {
