@@ -139,18 +139,10 @@ pub async fn run(
     if roles.has("commands") {
         let registry = services::variants::VariantRegistryService::new(log.clone());
         app = app.merge(services::variants::router(registry, tokens.clone()));
-        let approval_threshold_usd = config
-            .file
-            .economics
-            .as_ref()
-            .and_then(|e| e.approval_threshold_usd)
-            .unwrap_or(services::load_tests::DEFAULT_APPROVAL_THRESHOLD_USD);
-        let load_tests = services::load_tests::LoadTestService::new(
-            log.clone(),
-            providers(config)?,
-            approval_threshold_usd,
-            services::executor::EngineOptions::default(),
+        let runner = services::load_tests::RunnerCommand::from_env_value(
+            config.load_test_runner_command.clone(),
         );
+        let load_tests = load_test_service(config, log.clone(), runner)?;
         alarm_watch = Some(load_tests.clone());
         app = app.merge(services::load_tests::router(load_tests, tokens));
     }
@@ -172,7 +164,11 @@ pub async fn run(
     if let Some(load_tests) = alarm_watch {
         // A critical alarm in ALARM stops every run this process executes (the seed plan's
         // second stop condition).
-        background.push(tokio::spawn(load_tests.watch_alarms(stop_rx.clone())));
+        background.push(tokio::spawn(
+            load_tests.clone().watch_alarms(stop_rx.clone()),
+        ));
+        // Runs left `running` by a process that died are ended, not left running forever.
+        tokio::spawn(end_orphaned_runs(load_tests, db.clone(), log.clone()));
     }
 
     let addr = listener.local_addr()?;
@@ -188,6 +184,66 @@ pub async fn run(
     log.close().await;
     tracing::info!("stopped; every acknowledged append is committed");
     served
+}
+
+/// The load-test command service as configured: providers, cost guard, runner.
+pub fn load_test_service(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+    runner: Option<services::load_tests::RunnerCommand>,
+) -> Result<services::load_tests::LoadTestService> {
+    let approval_threshold_usd = config
+        .file
+        .economics
+        .as_ref()
+        .and_then(|e| e.approval_threshold_usd)
+        .unwrap_or(services::load_tests::DEFAULT_APPROVAL_THRESHOLD_USD);
+    Ok(services::load_tests::LoadTestService::new(
+        log,
+        providers(config)?,
+        approval_threshold_usd,
+        services::executor::EngineOptions::default(),
+    )
+    .with_runner(runner))
+}
+
+/// How long start-up recovery waits for the load-test read model to reach the log's head.
+const RECOVERY_CATCH_UP: Duration = Duration::from_secs(60);
+
+/// On start-up: once the load-test read model has caught up with the log, every run it shows
+/// `running` is checked against its stream, and those whose executing process is gone are
+/// ended with the reason (`LoadTestService::end_orphaned_runs`).
+async fn end_orphaned_runs(
+    load_tests: services::load_tests::LoadTestService,
+    db: ReadDb,
+    log: Arc<dyn EventLog>,
+) {
+    let result = async {
+        let head = log.head().await?;
+        let projection = "load_tests";
+        if let Err(err) =
+            projector::query::wait_for(&db, &[projection], Some(head), RECOVERY_CATCH_UP).await
+        {
+            tracing::warn!(error = %err, "start-up recovery reads a load-test model that is behind the log");
+        }
+        let mut snapshot = projector::query::Snapshot::open(&db, &[projection]).await?;
+        let runs = projector::query::load_test_runs(&mut snapshot, Some("running")).await?;
+        let candidates: Vec<String> = runs["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["run_id"].as_str().map(str::to_string))
+            .collect();
+        let ended = load_tests.end_orphaned_runs(&candidates).await?;
+        anyhow::Ok((candidates.len(), ended))
+    }
+    .await;
+    match result {
+        Ok((checked, ended)) => {
+            tracing::info!(checked, ended = ?ended, "start-up recovery of load-test runs done")
+        }
+        Err(err) => tracing::error!(error = %err, "start-up recovery of load-test runs failed"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -101,6 +101,7 @@ fn load_test_events(total: usize) -> Vec<ValidatedEvent> {
             EventPayload::RunStarted(RunStarted {
                 run_id: run_id.clone(),
                 mode: RunMode::Inline,
+                executor: None,
             }),
             1,
         ));

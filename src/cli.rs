@@ -28,6 +28,16 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Execute one started load-test run in this process (runner mode: what
+    /// STUDIO_LOAD_TEST_RUNNER_COMMAND launches). Publishes through the same log, stops on a
+    /// cancel or a critical alarm, and exits when the run has ended.
+    RunLoadTest {
+        #[arg(long)]
+        run_id: String,
+        /// How long to wait for the run's start to name this process.
+        #[arg(long, default_value_t = 30)]
+        wait_s: u64,
+    },
     /// Replay the log from position 0 into fresh read-model tables and swap them in; works with
     /// the server stopped or serving, and never re-fires side effects.
     Rebuild {
@@ -89,6 +99,7 @@ async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Serve { roles } => serve(roles).await,
         Command::Migrate => migrate().await,
+        Command::RunLoadTest { run_id, wait_s } => run_load_test(&run_id, wait_s).await,
         Command::Rebuild { projections } => rebuild(projections).await,
         Command::DeadLetters(command) => dead_letters(command).await,
         Command::Demo(args) => demo::run(args).await,
@@ -112,6 +123,30 @@ async fn serve(roles: Vec<String>) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (STUDIO_LISTEN)", config.listen))?;
     app::run(listener, log, &config, &roles, app::shutdown_signal()).await
+}
+
+async fn run_load_test(run_id: &str, wait_s: u64) -> Result<()> {
+    let config = Config::load(&ProcessEnv)?;
+    let log = eventlog::open(&config.database_url, true)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the event log at {}",
+                redact(&config.database_url)
+            )
+        })?;
+    let service = app::load_test_service(&config, log.clone(), None)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let alarms = tokio::spawn(service.clone().watch_alarms(stop_rx));
+    let ended = service
+        .execute_as_runner(run_id, std::time::Duration::from_secs(wait_s))
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = alarms.await;
+    log.close().await;
+    let ended = ended.with_context(|| format!("load-test run {run_id}"))?;
+    tracing::info!(%run_id, ?ended, "runner finished");
+    Ok(())
 }
 
 async fn open_read_side() -> Result<(

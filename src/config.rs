@@ -12,6 +12,7 @@ use std::path::Path;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://studio.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_ARTIFACT_DIR: &str = "./artifacts";
 
 /// The `studio.toml` file. Every section is optional; unknown keys are refused.
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +73,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub admin_token: Option<Secret>,
     pub executor_secret: Option<Secret>,
+    /// `STUDIO_LOAD_TEST_RUNNER_COMMAND`: started runs execute in this command's process; unset,
+    /// they execute inline with a `load_test.runner_fallback`.
+    pub load_test_runner_command: Option<String>,
+    /// `STUDIO_ARTIFACT_DIR`: where benchmark artifacts are written.
+    pub artifact_dir: std::path::PathBuf,
     pub file: FileConfig,
 }
 
@@ -143,6 +149,11 @@ impl Config {
             max_body_bytes,
             admin_token: env.var("STUDIO_ADMIN_TOKEN").map(Secret),
             executor_secret: env.var("STUDIO_EXECUTOR_SECRET").map(Secret),
+            load_test_runner_command: env.var("STUDIO_LOAD_TEST_RUNNER_COMMAND"),
+            artifact_dir: env
+                .var("STUDIO_ARTIFACT_DIR")
+                .unwrap_or_else(|| DEFAULT_ARTIFACT_DIR.to_string())
+                .into(),
             file,
         })
     }

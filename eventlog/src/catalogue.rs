@@ -132,6 +132,18 @@ pub struct RunCreated {
 pub struct RunStarted {
     pub run_id: String,
     pub mode: RunMode,
+    /// The process that executes the run, so a restarted instance can tell a run whose
+    /// executor died from one still executing elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<Executor>,
+}
+
+/// Where a run executes: the host name and process id of the engine's process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Executor {
+    pub host: String,
+    pub pid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,8 +209,22 @@ pub struct StopConditionBreached {
     pub run_id: String,
     pub failure_rate: f64,
     pub window_s: u64,
+    /// Set when a critical alarm stopped the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_name: Option<String>,
+    /// Set when the run's actual cost passed its estimate by more than the cost guard allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_overrun: Option<CostOverrun>,
+}
+
+/// The cost guard's figures when it stops a run: what was spent against what was estimated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostOverrun {
+    pub actual_cost_usd: f64,
+    pub estimated_cost_usd: f64,
+    /// The run stops when actual > estimated × this factor.
+    pub limit_factor: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -599,7 +625,12 @@ impl EventPayload {
                 }
                 c.opt_non_negative("estimated_cost_usd", p.estimated_cost_usd);
             }
-            RunStarted(p) => c.segment("run_id", &p.run_id),
+            RunStarted(p) => {
+                c.segment("run_id", &p.run_id);
+                if let Some(executor) = &p.executor {
+                    c.not_blank("executor.host", &executor.host);
+                }
+            }
             RunnerFallback(p) => {
                 c.segment("run_id", &p.run_id);
                 c.not_blank("reason", &p.reason);
@@ -630,6 +661,11 @@ impl EventPayload {
             StopConditionBreached(p) => {
                 c.segment("run_id", &p.run_id);
                 c.fraction("failure_rate", p.failure_rate);
+                if let Some(cost) = &p.cost_overrun {
+                    c.non_negative("cost_overrun.actual_cost_usd", cost.actual_cost_usd);
+                    c.non_negative("cost_overrun.estimated_cost_usd", cost.estimated_cost_usd);
+                    c.non_negative("cost_overrun.limit_factor", cost.limit_factor);
+                }
             }
             RunCancelled(p) => {
                 c.segment("run_id", &p.run_id);

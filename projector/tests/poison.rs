@@ -62,6 +62,7 @@ async fn a_dispatch_for_an_unknown_run_is_dead_lettered_and_the_projection_moves
             EventPayload::RunStarted(RunStarted {
                 run_id: "lt_real".into(),
                 mode: RunMode::Runner,
+                executor: None,
             }),
             EventPayload::LoadDispatchSubmitted(LoadDispatchSubmitted {
                 run_id: "lt_real".into(),

@@ -262,6 +262,7 @@ async fn a_two_stage_load_test_answers_counts_failure_rate_latency_and_cost_per_
         EventPayload::RunStarted(RunStarted {
             run_id: RUN.into(),
             mode: RunMode::Runner,
+            executor: None,
         }),
         EventPayload::StageStarted(StageStarted {
             run_id: RUN.into(),
@@ -414,6 +415,7 @@ async fn one_unknown_cost_makes_its_stage_and_the_total_cost_null_not_zero(store
             EventPayload::RunStarted(RunStarted {
                 run_id: RUN.into(),
                 mode: RunMode::Inline,
+                executor: None,
             }),
             submitted(1, 0, 0),
             submitted(2, 0, 1000),
@@ -456,6 +458,7 @@ async fn a_run_with_nothing_completed_yet_has_an_unknown_failure_rate_and_latenc
             EventPayload::RunStarted(RunStarted {
                 run_id: RUN.into(),
                 mode: RunMode::Runner,
+                executor: None,
             }),
             submitted(1, 0, 0),
         ])

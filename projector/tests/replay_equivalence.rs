@@ -429,7 +429,11 @@ impl Model {
                 } else {
                     RunMode::Runner
                 };
-                self.push(EventPayload::RunStarted(RunStarted { run_id, mode }));
+                self.push(EventPayload::RunStarted(RunStarted {
+                    run_id,
+                    mode,
+                    executor: None,
+                }));
             }
             Op::SubmitLoad {
                 run,
@@ -537,12 +541,14 @@ impl Model {
                         failure_rate: 0.42,
                         window_s: 30,
                         alarm_name: None,
+                        cost_overrun: None,
                     }),
                     1 => EventPayload::StopConditionBreached(StopConditionBreached {
                         run_id,
                         failure_rate: 0.0,
                         window_s: 60,
                         alarm_name: Some("studio-render-errors".into()),
+                        cost_overrun: None,
                     }),
                     2 => EventPayload::RunCancelled(RunCancelled {
                         run_id,

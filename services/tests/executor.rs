@@ -141,6 +141,7 @@ async fn log_with_run(run: &RunCreated) -> (Arc<dyn EventLog>, String, tempfile:
         event(EventPayload::RunStarted(RunStarted {
             run_id: run.run_id.clone(),
             mode: RunMode::Inline,
+            executor: None,
         })),
     ])
     .await
@@ -472,4 +473,72 @@ async fn a_simulated_provider_at_500_per_second_is_sent_and_recorded_in_batches(
     assert!((30.0..250.0).contains(&p50), "{s:#}");
     let events = all_events(&log).await;
     assert_every_submission_completed(&events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_actual_cost_passes_its_estimate_by_half_stops_on_the_cost_guard() {
+    let _serial = ONE_RUN_AT_A_TIME.lock().await;
+    let server = ProviderServer::start().await;
+    // 10 s × 20/s = 200 arrivals, estimated at a tenth of what the provider charges (COST_USD
+    // each): the guard must stop it once the spend passes 200 × COST_USD / 10 × 1.5 = 0.03 USD,
+    // i.e. on the 4th completion.
+    let mut run = run_created(
+        "lt_costly",
+        vec![stage("steady", 10, 20.0)],
+        StopConditions::default(),
+    );
+    let estimate = 200.0 * COST_USD / 10.0;
+    run.estimated_cost_usd = Some(estimate);
+    let (log, url, _dir) = log_with_run(&run).await;
+    let (_cancel_tx, cancel_rx) = no_cancel();
+
+    let ended = execute(
+        log.clone(),
+        RunSpec { run: run.clone() },
+        server.provider("/ok"),
+        input(),
+        EngineOptions::default(),
+        cancel_rx,
+    )
+    .await
+    .unwrap();
+    let RunEnded::CostExceeded(overrun) = ended else {
+        panic!("expected the cost guard to stop the run, it ended {ended:?}");
+    };
+    assert!((overrun.estimated_cost_usd - estimate).abs() < 1e-12);
+    assert_eq!(overrun.limit_factor, 1.5);
+    assert!(overrun.actual_cost_usd > estimate * 1.5, "{overrun:?}");
+
+    let events = all_events(&log).await;
+    let breached: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "load_test.stop_condition_breached")
+        .collect();
+    assert_eq!(breached.len(), 1, "one stop, recorded once");
+    assert_eq!(
+        breached[0].payload["cost_overrun"]["estimated_cost_usd"]
+            .as_f64()
+            .unwrap(),
+        estimate
+    );
+    assert!(!events
+        .iter()
+        .any(|e| e.event_type == "load_test.run_completed"));
+    assert_every_submission_completed(&events);
+    let completed = events
+        .iter()
+        .filter(|e| e.event_type == "load_test.dispatch_completed")
+        .count();
+    assert!(
+        completed < 200,
+        "the run stopped before its plan ended ({completed} completions)"
+    );
+
+    let view = projected(&url, log.clone(), &run.run_id).await;
+    assert_eq!(view["status"], "stopped", "{view:#}");
+    let reason = view["stop_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("passed the estimate") && reason.contains("50%"),
+        "{reason}"
+    );
 }

@@ -30,8 +30,14 @@ pub fn studio() -> Command {
 impl Server {
     /// Starts `studio serve` on `database_url` and waits until it answers /readyz.
     pub async fn start(database_url: &str) -> Self {
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub async fn start_with(database_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = studio()
+            .envs(env.iter().copied())
             .arg("serve")
             .env("STUDIO_DATABASE_URL", database_url)
             .env("STUDIO_LISTEN", format!("127.0.0.1:{port}"))

@@ -400,9 +400,15 @@ impl Projection for LoadTestsProjection {
             StopConditionBreached(p) => {
                 run.status = "stopped".into();
                 run.ended_at.get_or_insert(at);
-                run.stop_reason = Some(match &p.alarm_name {
-                    Some(alarm) => format!("critical alarm {alarm} is in ALARM"),
-                    None => format!(
+                run.stop_reason = Some(match (&p.alarm_name, &p.cost_overrun) {
+                    (Some(alarm), _) => format!("critical alarm {alarm} is in ALARM"),
+                    (None, Some(cost)) => format!(
+                        "actual cost ${:.2} passed the estimate ${:.2} by more than {:.0}%",
+                        cost.actual_cost_usd,
+                        cost.estimated_cost_usd,
+                        (cost.limit_factor - 1.0) * 100.0
+                    ),
+                    (None, None) => format!(
                         "failure rate {:.1}% above the {:.1}% limit for {} s",
                         p.failure_rate * 100.0,
                         run.stop_conditions.max_failure_rate * 100.0,

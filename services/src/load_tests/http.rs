@@ -4,7 +4,8 @@
 //!   variant_id, input_fixture, stages, stop_conditions?, approval_ref?}` → 201
 //!   `{run_id, status: "created", estimated_cost_usd, approval_threshold_usd, position}`.
 //! - `POST /admin/studio/load-test-runs/{id}/start` (no body, or `{}`, or `{"actor"}`) → 202
-//!   `{run_id, status: "running", mode: "inline", runner_fallback, position}`.
+//!   `{run_id, status: "running", mode: "runner"|"inline", runner_fallback, position}`; 500
+//!   `runner_failed` when `STUDIO_LOAD_TEST_RUNNER_COMMAND` cannot be launched (nothing appended).
 //! - `POST /admin/studio/load-test-runs/{id}/cancel` `{reason, actor?}` → 200
 //!   `{run_id, status: "cancelled", reason, actor, position}`.
 //!
@@ -144,6 +145,20 @@ impl From<LoadTestError> for ApiError {
                 format!("load-test run {run_id} has already ended ({status}); nothing to cancel"),
             )
             .with_details(vec![json!({"run_id": run_id, "status": status})]),
+            LoadTestError::RunnerFailed { command, error } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "runner_failed",
+                format!(
+                    "the load-test runner command could not be launched ({error}); the run was \
+                     not started. Check STUDIO_LOAD_TEST_RUNNER_COMMAND, or unset it to run inline"
+                ),
+            )
+            .with_details(vec![json!({"command": command})]),
+            LoadTestError::NotThisRunner { run_id, why } => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_this_runner",
+                format!("load-test run {run_id} is not this runner's: {why}"),
+            ),
             LoadTestError::Store(err) => err.into(),
         }
     }

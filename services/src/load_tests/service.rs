@@ -1,11 +1,12 @@
 //! [`LoadTestService`]: the command side of load-test runs (create, start, cancel).
 
+use super::runner::{self, RunnerCommand};
 use crate::executor::engine::{self, EngineOptions, RunEnded, RunSpec};
 use crate::providers::{DispatchInput, Provider};
 use chrono::Utc;
 use eventlog::catalogue::{
-    self, EventPayload, RunCancelled, RunCreated, RunMode, RunStarted, RunnerFallback, Stage,
-    StopConditions, VariantRegistered,
+    self, EventPayload, Executor, RunCancelled, RunCreated, RunMode, RunStarted, RunnerFallback,
+    Stage, StopConditions, VariantRegistered,
 };
 use eventlog::ids::VariantId;
 use eventlog::{EventLog, RecordedEvent, StoreError, ValidatedEvent, ValidationError};
@@ -28,6 +29,8 @@ pub const FIXTURE_INPUT_ID: &str = "fixture";
 /// appends to the run's stream every few tens of milliseconds, so a cancel may lose a race to
 /// it; each new decision folds only the events appended since the last one.
 pub const MAX_DECISION_ATTEMPTS: u32 = 5;
+/// The actor of the events this service appends on its own (a dead runner, an orphaned run).
+pub const RECOVERY_ACTOR: &str = "studio:recovery";
 /// Events read per `read_stream` call while folding a stream.
 const STREAM_PAGE: usize = 5_000;
 
@@ -119,6 +122,12 @@ pub enum LoadTestError {
     AlreadyStarted { run_id: String, status: String },
     #[error("load-test run {run_id} has already ended ({status})")]
     AlreadyEnded { run_id: String, status: String },
+    /// The runner command could not be launched; the run was not started.
+    #[error("the load-test runner command {command:?} could not be launched: {error}")]
+    RunnerFailed { command: String, error: String },
+    /// `execute_as_runner` was asked to run a run this process was not started for.
+    #[error("load-test run {run_id} is not this runner's to execute: {why}")]
+    NotThisRunner { run_id: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -137,10 +146,12 @@ impl LoadTestError {
 /// start (or cancel) one run cannot both win; the loser decides again on the new stream and is
 /// answered 409.
 ///
-/// Runs execute inline (no runner command is configured in this build): `start` appends
-/// `load_test.run_started {mode: inline}` and `load_test.runner_fallback` in one atomic append,
-/// then runs [`engine::execute`] in a tokio task whose cancel signal is kept here, by run id,
-/// until the engine returns.
+/// With a [`RunnerCommand`] (`STUDIO_LOAD_TEST_RUNNER_COMMAND`), `start` launches the runner
+/// process and appends `load_test.run_started {mode: runner, executor: <its pid>}`; the runner
+/// ([`LoadTestService::execute_as_runner`]) executes the run and follows the run's stream for a
+/// cancel. Without one, `start` appends `run_started {mode: inline}` and
+/// `load_test.runner_fallback` in one atomic append, then runs [`engine::execute`] in a tokio
+/// task whose cancel signal is kept here, by run id, until the engine returns.
 #[derive(Clone)]
 pub struct LoadTestService {
     inner: Arc<Inner>,
@@ -151,6 +162,7 @@ struct Inner {
     providers: BTreeMap<String, Arc<dyn Provider>>,
     approval_threshold_usd: f64,
     engine_options: EngineOptions,
+    runner: Option<RunnerCommand>,
     /// Cancel signals of the runs executing in this process.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
@@ -161,6 +173,8 @@ struct RunStream {
     version: i64,
     created: Option<RunCreated>,
     started: bool,
+    mode: Option<RunMode>,
+    executor: Option<Executor>,
     /// `completed`, `cancelled` or `stopped`, from the first ending event.
     ended: Option<&'static str>,
     /// Completed dispatches so far, and how many of them failed or timed out.
@@ -180,8 +194,10 @@ impl RunStream {
                 self.created = Some(p);
                 None
             }
-            EventPayload::RunStarted(_) => {
+            EventPayload::RunStarted(p) => {
                 self.started = true;
+                self.mode = Some(p.mode);
+                self.executor = p.executor;
                 None
             }
             EventPayload::RunCompleted(_) => Some("completed"),
@@ -229,9 +245,19 @@ impl LoadTestService {
                 providers,
                 approval_threshold_usd,
                 engine_options,
+                runner: None,
                 running: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Executes started runs out of process with `runner` (`None`: inline). Call before the
+    /// service is cloned.
+    pub fn with_runner(mut self, runner: Option<RunnerCommand>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure the runner before cloning the service")
+            .runner = runner;
+        self
     }
 
     pub fn approval_threshold_usd(&self) -> f64 {
@@ -349,32 +375,72 @@ impl LoadTestService {
                 });
             }
             let provider = self.provider_for(&run)?;
-            let events = [
-                EventPayload::RunStarted(RunStarted {
-                    run_id: run_id.to_string(),
-                    mode: RunMode::Inline,
-                }),
-                EventPayload::RunnerFallback(RunnerFallback {
+            let (mode, executor, mut child) = match &self.inner.runner {
+                Some(command) => {
+                    let child =
+                        command
+                            .spawn(run_id)
+                            .map_err(|error| LoadTestError::RunnerFailed {
+                                command: command.command_line(run_id),
+                                error: error.to_string(),
+                            })?;
+                    let executor = Executor {
+                        host: runner::host_name(),
+                        pid: child.id().unwrap_or_default(),
+                    };
+                    (RunMode::Runner, executor, Some(child))
+                }
+                None => (RunMode::Inline, runner::this_process(), None),
+            };
+            let mut events = vec![EventPayload::RunStarted(RunStarted {
+                run_id: run_id.to_string(),
+                mode,
+                executor: Some(executor.clone()),
+            })];
+            if mode == RunMode::Inline {
+                events.push(EventPayload::RunnerFallback(RunnerFallback {
                     run_id: run_id.to_string(),
                     reason: INLINE_FALLBACK_REASON.to_string(),
-                }),
-            ];
+                }));
+            }
             match self.append(&events, stream.version).await {
                 Ok(appended) => {
                     let position = appended.last().map_or(0, |e| e.position);
-                    tracing::info!(position, "load-test run started inline");
-                    self.spawn_engine(run, provider);
+                    match child.take() {
+                        Some(child) => {
+                            tracing::info!(
+                                position,
+                                pid = executor.pid,
+                                "load-test run started in a runner process"
+                            );
+                            self.watch_runner(run_id.to_string(), child);
+                        }
+                        None => {
+                            tracing::info!(position, "load-test run started inline");
+                            self.spawn_engine(run, provider);
+                        }
+                    }
                     return Ok(Started {
                         run_id: run_id.to_string(),
-                        mode: RunMode::Inline,
-                        runner_fallback: Some(INLINE_FALLBACK_REASON.to_string()),
+                        mode,
+                        runner_fallback: (mode == RunMode::Inline)
+                            .then(|| INLINE_FALLBACK_REASON.to_string()),
                         position,
                     });
                 }
-                Err(StoreError::Conflict { .. }) if attempt < MAX_DECISION_ATTEMPTS => {
-                    attempt += 1;
+                Err(err) => {
+                    // The run was not started: the runner must not execute it.
+                    if let Some(mut child) = child.take() {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                    }
+                    match err {
+                        StoreError::Conflict { .. } if attempt < MAX_DECISION_ATTEMPTS => {
+                            attempt += 1;
+                        }
+                        err => return Err(err.into()),
+                    }
                 }
-                Err(err) => return Err(err.into()),
             }
         }
     }
@@ -473,6 +539,7 @@ impl LoadTestService {
                         failure_rate,
                         window_s: 0,
                         alarm_name: Some(alarm_name.to_string()),
+                        cost_overrun: None,
                     });
                 match self
                     .append(std::slice::from_ref(&payload), stream.version)
@@ -552,6 +619,18 @@ impl LoadTestService {
     }
 
     fn spawn_engine(&self, run: RunCreated, provider: Arc<dyn Provider>) {
+        let engine = self.engine(run, provider);
+        tokio::spawn(engine);
+    }
+
+    /// The engine executing `run`, registered in `running` (so cancel and alarms reach it)
+    /// until it returns.
+    fn engine(
+        &self,
+        run: RunCreated,
+        provider: Arc<dyn Provider>,
+    ) -> impl std::future::Future<Output = Result<RunEnded, engine::EngineError>> + Send + 'static
+    {
         let run_id = run.run_id.clone();
         let (cancel_tx, cancel_rx) = watch::channel(false);
         self.inner
@@ -564,7 +643,7 @@ impl LoadTestService {
             uri: run.input_fixture.clone(),
         };
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        async move {
             let ended = engine::execute(
                 inner.log.clone(),
                 RunSpec { run },
@@ -579,15 +658,194 @@ impl LoadTestService {
                 .lock()
                 .expect("running map poisoned")
                 .remove(&run_id);
-            match ended {
+            match &ended {
                 Ok(RunEnded::Completed) => tracing::info!(%run_id, "load-test run completed"),
                 Ok(RunEnded::Cancelled) => tracing::info!(%run_id, "load-test run cancelled"),
                 Ok(RunEnded::Stopped(breach)) => {
                     tracing::warn!(%run_id, ?breach, "load-test run stopped by its stop condition");
                 }
+                Ok(RunEnded::CostExceeded(overrun)) => {
+                    tracing::warn!(%run_id, ?overrun, "load-test run stopped by the cost guard");
+                }
                 Err(err) => tracing::error!(%run_id, error = %err, "load-test run failed"),
             }
+            ended
+        }
+    }
+
+    /// Waits for a runner process; if it exits before its run ended (a crash, a refusal), the
+    /// run is cancelled with the exit status as the reason, so it is never left running.
+    fn watch_runner(&self, run_id: String, mut child: tokio::process::Child) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let pid = child.id().unwrap_or_default();
+            let status = match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(err) => format!("unknown status ({err})"),
+            };
+            let reason =
+                format!("the runner process (pid {pid}) exited ({status}) before the run ended");
+            match service.cancel(&run_id, &reason, RECOVERY_ACTOR).await {
+                Ok(_) => {
+                    tracing::error!(%run_id, pid, %status, "runner process died; run cancelled")
+                }
+                Err(LoadTestError::AlreadyEnded { .. }) => {
+                    tracing::info!(%run_id, pid, %status, "runner process finished")
+                }
+                Err(err) => {
+                    tracing::error!(%run_id, pid, error = %err, "cannot end the run of a dead runner")
+                }
+            }
         });
+    }
+
+    /// Runner mode, the child's side (`studio run-load-test --run-id ID`): waits (up to
+    /// `wait_for_start`) until the run's `run_started` names this process as its executor, then
+    /// executes it here, cancelling when a `run_cancelled` or a `stop_condition_breached`
+    /// written by another process (an operator's cancel, a critical alarm) appears in the run's
+    /// stream, and returns how it ended.
+    pub async fn execute_as_runner(
+        &self,
+        run_id: &str,
+        wait_for_start: Duration,
+    ) -> Result<RunEnded, LoadTestError> {
+        let me = runner::this_process();
+        let stream_name = catalogue::load_test_stream(run_id);
+        let mut stream = RunStream::default();
+        let deadline = tokio::time::Instant::now() + wait_for_start;
+        let not_mine = |why: String| LoadTestError::NotThisRunner {
+            run_id: run_id.to_string(),
+            why,
+        };
+        let run = loop {
+            self.fold(&stream_name, &mut stream).await?;
+            let Some(run) = stream.created.clone() else {
+                return Err(LoadTestError::NotFound {
+                    run_id: run_id.to_string(),
+                });
+            };
+            if let Some(ended) = stream.ended {
+                return Err(LoadTestError::AlreadyEnded {
+                    run_id: run_id.to_string(),
+                    status: ended.to_string(),
+                });
+            }
+            if stream.started {
+                match (&stream.mode, &stream.executor) {
+                    // The recorded pid is the shell that ran the command, or this process if
+                    // the shell exec'd it.
+                    (Some(RunMode::Runner), Some(executor))
+                        if executor.pid == me.pid
+                            || executor.pid == std::os::unix::process::parent_id() =>
+                    {
+                        break run
+                    }
+                    (mode, executor) => {
+                        return Err(not_mine(format!(
+                            "it was started in mode {mode:?} for executor {executor:?}, not pid {}",
+                            me.pid
+                        )))
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(not_mine(format!(
+                    "it was not started for this process within {wait_for_start:?}"
+                )));
+            }
+            let head = self.inner.log.head().await?;
+            let _ = eventlog::wait_for_position(
+                self.inner.log.as_ref(),
+                head,
+                Duration::from_millis(200),
+            )
+            .await;
+        };
+        let provider = self.provider_for(&run)?;
+        let engine = self.engine(run, provider);
+        let follow = self.follow_for_cancel(run_id.to_string(), stream.version);
+        let ended = tokio::select! {
+            ended = engine => ended,
+            () = follow => unreachable!("following the stream only ends with the engine"),
+        };
+        ended.map_err(|err| match err {
+            engine::EngineError::Append(err) => LoadTestError::Store(err),
+            other => LoadTestError::Invalid(ValidationError::single("run", other.to_string())),
+        })
+    }
+
+    /// Tails the run's stream after `version` and signals this process's engine when another
+    /// process ends the run. Never returns on its own.
+    async fn follow_for_cancel(&self, run_id: String, version: i64) {
+        let stream_name = catalogue::load_test_stream(&run_id);
+        let mut stream = RunStream {
+            version,
+            ..RunStream::default()
+        };
+        loop {
+            if self.fold(&stream_name, &mut stream).await.is_ok() && stream.ended.is_some() {
+                let running = self.inner.running.lock().expect("running map poisoned");
+                if let Some(tx) = running.get(&run_id) {
+                    let _ = tx.send(true);
+                }
+            }
+            let head = self.inner.log.head().await.unwrap_or(0);
+            let _ =
+                eventlog::wait_for_position(self.inner.log.as_ref(), head, Duration::from_secs(1))
+                    .await;
+        }
+    }
+
+    /// Ends the runs among `candidates` that are `running` but whose executing process is gone
+    /// (it ran on this host and its pid no longer exists, or it recorded no executor), with a
+    /// `load_test.run_cancelled` whose reason says so. Runs executing in this process, or on
+    /// another host, are left alone. Returns the runs ended.
+    pub async fn end_orphaned_runs(
+        &self,
+        candidates: &[String],
+    ) -> Result<Vec<String>, LoadTestError> {
+        let here = self.running_here();
+        let mut ended = Vec::new();
+        for run_id in candidates {
+            if here.contains(run_id) {
+                continue;
+            }
+            let mut stream = RunStream::default();
+            self.fold(&catalogue::load_test_stream(run_id), &mut stream)
+                .await?;
+            if stream.status() != "running" {
+                continue;
+            }
+            let reason = match &stream.executor {
+                Some(executor) if executor.pid == std::process::id()
+                    && executor.host == runner::host_name() =>
+                {
+                    // Recorded by this very process, yet not executing here: its engine ended
+                    // without recording how (an append error).
+                    format!("its engine in this process (pid {}) stopped without recording an end", executor.pid)
+                }
+                Some(executor) if runner::executor_gone(executor) => format!(
+                    "its executing process (pid {} on {}, mode {}) is gone; ended on start-up so it \
+                     is not left running",
+                    executor.pid,
+                    executor.host,
+                    if stream.mode == Some(RunMode::Runner) { "runner" } else { "inline" }
+                ),
+                Some(_) => continue,
+                None => "it recorded no executor and no process executes it; ended on start-up \
+                         so it is not left running"
+                    .to_string(),
+            };
+            match self.cancel(run_id, &reason, RECOVERY_ACTOR).await {
+                Ok(_) => {
+                    tracing::warn!(%run_id, %reason, "orphaned load-test run ended");
+                    ended.push(run_id.clone());
+                }
+                Err(LoadTestError::AlreadyEnded { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(ended)
     }
 
     /// Folds the events of `stream_name` after `folded.version` into `folded`.

@@ -2,7 +2,7 @@
 
 use crate::executor::aggregator::Breach;
 use crate::executor::planner::PlanError;
-use eventlog::catalogue::RunCreated;
+use eventlog::catalogue::{CostOverrun, RunCreated};
 use eventlog::StoreError;
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub struct EngineOptions {
     pub producer: String,
     /// How often the stop condition is evaluated.
     pub stop_evaluation_every: Duration,
+    /// The cost guard: a run whose actual cost passes its estimate times this factor stops.
+    pub cost_limit_factor: f64,
 }
 
 /// The executor's defaults: 256 in flight, a batch every 50 ms or 1,000 events, 100 ms of
@@ -38,6 +40,8 @@ pub const DEFAULT_MAX_BATCH: usize = 1000;
 pub const DEFAULT_LATE_AFTER: Duration = Duration::from_millis(100);
 pub const DEFAULT_STOP_EVALUATION_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_PRODUCER: &str = "services.executor";
+/// A run stops when its actual cost passes its estimate by 50%.
+pub const DEFAULT_COST_LIMIT_FACTOR: f64 = 1.5;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -48,6 +52,7 @@ impl Default for EngineOptions {
             late_after: DEFAULT_LATE_AFTER,
             producer: DEFAULT_PRODUCER.to_owned(),
             stop_evaluation_every: DEFAULT_STOP_EVALUATION_EVERY,
+            cost_limit_factor: DEFAULT_COST_LIMIT_FACTOR,
         }
     }
 }
@@ -61,6 +66,9 @@ pub enum RunEnded {
     Cancelled,
     /// The stop condition held; `load_test.stop_condition_breached` is appended.
     Stopped(Breach),
+    /// The actual cost passed the estimate times `cost_limit_factor`;
+    /// `load_test.stop_condition_breached` with `cost_overrun` is appended.
+    CostExceeded(CostOverrun),
 }
 
 /// Why a run could not be executed or recorded.

@@ -16,8 +16,8 @@ use crate::executor::planner::LoadTestStageRatePlanner;
 use crate::providers::{DispatchInput, DispatchRequest, DispatchResult, Provider};
 use chrono::{DateTime, Utc};
 use eventlog::catalogue::{
-    EventPayload, LoadDispatchCompleted, LoadDispatchSubmitted, RunCompleted, StageStarted,
-    StopConditionBreached,
+    CostOverrun, EventPayload, LoadDispatchCompleted, LoadDispatchSubmitted, RunCompleted,
+    StageStarted, StopConditionBreached,
 };
 use eventlog::envelope::format_timestamp;
 use eventlog::ids::DispatchId;
@@ -90,6 +90,7 @@ pub async fn execute(
     let mut cancel_open = true;
     let mut next_flush = start + options.flush_every;
     let mut next_evaluation = start + options.stop_evaluation_every;
+    let mut spend = Spend::new(run.estimated_cost_usd, options.cost_limit_factor);
 
     loop {
         let now = Instant::now();
@@ -168,6 +169,7 @@ pub async fn execute(
 
         while let Ok(completion) = completion_rx.try_recv() {
             outstanding -= 1;
+            spend.add(&completion.result);
             record_completion(
                 &run.run_id,
                 start,
@@ -176,6 +178,21 @@ pub async fn execute(
                 &mut batcher,
                 completion,
             );
+        }
+
+        if matches!(phase, Phase::Scheduling) {
+            if let Some(overrun) = spend.overrun() {
+                debug!(?overrun, "cost guard stopped the run");
+                let payload = EventPayload::StopConditionBreached(StopConditionBreached {
+                    run_id: run.run_id.clone(),
+                    failure_rate: spend.failure_rate(),
+                    window_s: 0,
+                    alarm_name: None,
+                    cost_overrun: Some(overrun.clone()),
+                });
+                batcher.push(&payload, Utc::now());
+                phase = Phase::Draining(RunEnded::CostExceeded(overrun));
+            }
         }
 
         if now >= next_evaluation {
@@ -191,6 +208,7 @@ pub async fn execute(
                         failure_rate: breach.failure_rate,
                         window_s: breach.window_s,
                         alarm_name: None,
+                        cost_overrun: None,
                     });
                     batcher.push(&payload, Utc::now());
                     phase = Phase::Draining(RunEnded::Stopped(breach));
@@ -239,10 +257,57 @@ pub async fn execute(
             }
             Some(completion) = completion_rx.recv(), if outstanding > 0 => {
                 outstanding -= 1;
+                spend.add(&completion.result);
                 record_completion(&run.run_id, start, &wall_at, &mut aggregator, &mut batcher, completion);
             }
             () = tokio::time::sleep_until(wake) => {}
         }
+    }
+}
+
+/// What the run has spent so far, against the cost guard's limit.
+struct Spend {
+    cost_usd: f64,
+    completions: u64,
+    failures: u64,
+    estimate_usd: Option<f64>,
+    limit_factor: f64,
+}
+
+impl Spend {
+    fn new(estimate_usd: Option<f64>, limit_factor: f64) -> Self {
+        Self {
+            cost_usd: 0.0,
+            completions: 0,
+            failures: 0,
+            estimate_usd,
+            limit_factor,
+        }
+    }
+
+    fn add(&mut self, result: &DispatchResult) {
+        self.cost_usd += result.cost_usd().unwrap_or(0.0);
+        self.completions += 1;
+        self.failures += u64::from(result.outcome() != eventlog::catalogue::Outcome::Succeeded);
+    }
+
+    fn failure_rate(&self) -> f64 {
+        if self.completions == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.completions as f64
+        }
+    }
+
+    /// The overrun, once the actual cost is above estimate × factor. A run with no estimate
+    /// (the variant has no unit cost) was approved without one and has no limit to pass.
+    fn overrun(&self) -> Option<CostOverrun> {
+        let estimate = self.estimate_usd?;
+        (self.cost_usd > estimate * self.limit_factor).then(|| CostOverrun {
+            actual_cost_usd: self.cost_usd,
+            estimated_cost_usd: estimate,
+            limit_factor: self.limit_factor,
+        })
     }
 }
 
