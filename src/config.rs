@@ -31,15 +31,8 @@ pub struct FileConfig {
 /// the crate that builds providers from it.
 pub use services::providers::ProviderSpec as ProviderConfig;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QualityConfig {
-    pub provider: String,
-    pub model: Option<String>,
-    pub base_url: Option<String>,
-    pub api_key_env: Option<String>,
-    pub min_score: Option<f64>,
-}
+/// `[quality]`: which evaluator judges outputs, and how (one definition, the services crate's).
+pub use services::quality::QualityConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,15 +213,7 @@ fn validate_file(file: &FileConfig) -> Result<()> {
         }
     }
     if let Some(q) = &file.quality {
-        if !matches!(q.provider.as_str(), "gemini" | "heuristic") {
-            bail!(
-                "[quality] provider = {:?}: use \"gemini\" or \"heuristic\"",
-                q.provider
-            );
-        }
-        if let Some(s) = q.min_score.filter(|s| !(0.0..=1.0).contains(s)) {
-            bail!("[quality] min_score = {s} must be between 0 and 1");
-        }
+        q.validate().map_err(|e| anyhow::anyhow!("[quality] {e}"))?;
     }
     if let Some(e) = &file.economics {
         if let Some(r) = e.max_failure_rate.filter(|r| !(0.0..=1.0).contains(r)) {

@@ -8,9 +8,12 @@
 //!   arrivals counted, batched appends, cancel, stop condition).
 //! - [`providers`]: the provider trait and its `simulated` and `http` adapters, built from the
 //!   `[providers.*]` entries.
+//! - [`quality`]: the `[quality]` evaluators (Gemini judge with retries, fallback and safety
+//!   blocks; deterministic heuristic) and the command that judges a benchmark run's outputs.
 
 mod body;
 pub mod executor;
 pub mod load_tests;
 pub mod providers;
+pub mod quality;
 pub mod variants;
