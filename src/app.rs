@@ -142,6 +142,48 @@ pub async fn run(
         let runner = services::load_tests::RunnerCommand::from_env_value(
             config.load_test_runner_command.clone(),
         );
+        let quality_config = config.file.quality.clone().unwrap_or_default();
+        let evaluator =
+            services::quality::build_evaluator(&quality_config, &|name| std::env::var(name).ok())
+                .map_err(|e| anyhow::anyhow!("[quality] {e}"))?;
+        let quality = services::quality::QualityEvaluationService::new(
+            log.clone(),
+            evaluator,
+            quality_config.concurrency,
+        );
+        app = app.merge(services::quality::router(quality, tokens.clone()));
+        let benchmarks = services::benchmarks::BenchmarkMatrixService::new(
+            log.clone(),
+            providers(config)?,
+            config.artifact_dir.clone(),
+            services::benchmarks::BenchmarkOptions::default(),
+        )
+        .with_context(|| {
+            format!(
+                "artifact directory {} (STUDIO_ARTIFACT_DIR)",
+                config.artifact_dir.display()
+            )
+        })?;
+        // Benchmark runs a dead process left half-done are finished from the log.
+        let resuming = benchmarks.clone();
+        tokio::spawn(async move {
+            match resuming.resume_unfinished().await {
+                Ok(resumed) if resumed.is_empty() => {}
+                Ok(resumed) => {
+                    tracing::warn!(runs = resumed.len(), "resuming half-done benchmark runs")
+                }
+                Err(err) => tracing::error!(error = %err, "cannot resume half-done benchmark runs"),
+            }
+        });
+        app = app.merge(services::benchmarks::router(benchmarks, tokens.clone()));
+        app = app.merge(services::pricing::router(
+            services::pricing::PricingService::new(log.clone()),
+            tokens.clone(),
+        ));
+        app = app.merge(services::routing::router(
+            services::routing::RoutingService::new(log.clone()),
+            tokens.clone(),
+        ));
         let load_tests = load_test_service(config, log.clone(), runner)?;
         alarm_watch = Some(load_tests.clone());
         app = app.merge(services::load_tests::router(load_tests, tokens));
