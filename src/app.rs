@@ -16,8 +16,9 @@ use tokio::net::TcpListener;
 
 /// Roles `studio serve --roles` knows: `ingest` (publish endpoint), `projector` (keeps the read
 /// models current), `query` (the admin read API and projection health), `commands` (the admin
-/// command API: variant registry, load-test runs and their inline executor).
-pub const ROLES: &[&str] = &["ingest", "projector", "query", "commands"];
+/// command API: variant registry, load-test runs and their inline executor, benchmark matrix,
+/// quality, pricing, routing), `sinks` (action logs and the CloudWatch sinks).
+pub const ROLES: &[&str] = &["ingest", "projector", "query", "commands", "sinks"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roles(Vec<String>);
@@ -133,8 +134,20 @@ pub async fn run(
     } else {
         app = app.merge(ingest::ops_router(state));
     }
+    let sink_list = build_sinks(config, &db, &log).await?;
+    let sink_status = Arc::new(sinks::SinkStatusBoard::default());
     if roles.has("query") {
         app = app.merge(projector::http::router(read_state.clone(), tokens.clone()));
+        app = app.merge(sinks::http::router(
+            sinks::http::SinksState {
+                db: db.clone(),
+                log: log.clone(),
+                status: sink_status.clone(),
+                sinks: sink_list.clone(),
+                max_wait: projector::query::MAX_MIN_POSITION_WAIT,
+            },
+            tokens.clone(),
+        ));
     }
     if roles.has("commands") {
         let registry = services::variants::VariantRegistryService::new(log.clone());
@@ -203,6 +216,10 @@ pub async fn run(
     background.push(tokio::spawn(
         projector_metrics.run(read_state, stop_rx.clone()),
     ));
+    if roles.has("sinks") {
+        let runner = sinks::SinkRunner::new(db.clone(), log.clone(), sink_list, sink_status);
+        background.push(tokio::spawn(runner.run(stop_rx.clone())));
+    }
     if let Some(load_tests) = alarm_watch {
         // A critical alarm in ALARM stops every run this process executes (the seed plan's
         // second stop condition).
@@ -226,6 +243,45 @@ pub async fn run(
     log.close().await;
     tracing::info!("stopped; every acknowledged append is committed");
     served
+}
+
+/// Every sink this deployment runs: the action-log writer always (its templates are checked
+/// here, so a missing or broken template stops start-up), and the CloudWatch log, metric and
+/// alarm sinks when `[cloudwatch]` or `STUDIO_CLOUDWATCH_ENDPOINT` configures them.
+pub async fn build_sinks(
+    config: &Config,
+    db: &ReadDb,
+    log: &Arc<dyn EventLog>,
+) -> Result<Vec<Arc<dyn sinks::Sink>>> {
+    let templates = Arc::new(sinks::check_templates().context("operator-instruction templates")?);
+    let mut list: Vec<Arc<dyn sinks::Sink>> = vec![Arc::new(sinks::ActionLogSink::new(
+        db.clone(),
+        log.clone(),
+        templates,
+        sinks::ActionLogConfig::default(),
+    ))];
+    if let Some(settings) = &config.cloudwatch {
+        use sinks::cloudwatch::*;
+        let clients = CloudWatchClients::connect(settings).await;
+        list.push(Arc::new(CloudWatchLogSink::new(
+            clients.clone(),
+            settings.clone(),
+            db.clone(),
+        )));
+        list.push(Arc::new(CloudWatchMetricSink::new(
+            clients.clone(),
+            settings.clone(),
+            db.clone(),
+            log.clone(),
+        )));
+        list.push(Arc::new(CloudWatchAlarmSink::new(
+            clients,
+            settings.clone(),
+            db.clone(),
+            log.clone(),
+        )));
+    }
+    Ok(list)
 }
 
 /// The load-test command service as configured: providers, cost guard, runner.

@@ -45,9 +45,15 @@ enum Command {
         #[arg(long = "projection")]
         projections: Vec<String>,
     },
-    /// Events a projection could not apply.
+    /// Events a projection or a sink could not handle.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Action logs: what went wrong and what to do about it.
+    #[command(subcommand)]
+    ActionLogs(ActionLogsCommand),
+    /// The CloudWatch dashboard generated from the sinks' mapping.
+    #[command(subcommand)]
+    Dashboards(DashboardsCommand),
     /// Run the main job on the embedded default: a throw-away server on SQLite, events
     /// published and read back over HTTP, and what an operator would look at.
     Demo(demo::DemoArgs),
@@ -57,21 +63,62 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DeadLettersCommand {
-    /// List dead letters (JSON lines).
+    /// List dead letters of projections and sinks (JSON lines; sink letters carry `sink`).
     List {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sink")]
         projection: Option<String>,
+        #[arg(long)]
+        sink: Option<String>,
         /// Include letters already replayed.
         #[arg(long)]
         all: bool,
     },
-    /// Apply dead-lettered events again: one position, or every open letter of a projection.
+    /// Handle dead-lettered events again: one position, or every open letter of a projection
+    /// or a sink.
     Replay {
+        #[arg(long, required_unless_present = "sink", conflicts_with = "sink")]
+        projection: Option<String>,
         #[arg(long)]
-        projection: String,
+        sink: Option<String>,
         #[arg(long)]
         position: Option<i64>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ActionLogsCommand {
+    /// List action logs (JSON lines), newest first, or oldest first after --since-position.
+    List {
+        #[arg(long, value_parser = ["info", "warn", "critical"])]
+        severity: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only those nobody acknowledged yet.
+        #[arg(long)]
+        unacknowledged: bool,
+        #[arg(long)]
+        since_position: Option<i64>,
+        #[arg(long, default_value_t = sinks::action_logs::DEFAULT_LIMIT)]
+        limit: usize,
+    },
+    /// Acknowledge one (appends `action_log.acknowledged`).
+    Ack {
+        action_log_id: String,
+        #[arg(long, default_value = "operator")]
+        actor: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DashboardsCommand {
+    /// Print the `studio-pipeline` dashboard JSON.
+    Show,
+    /// Put it to CloudWatch (needs `[cloudwatch]` or STUDIO_CLOUDWATCH_ENDPOINT).
+    Push,
 }
 
 pub async fn main() -> ExitCode {
@@ -102,6 +149,8 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::RunLoadTest { run_id, wait_s } => run_load_test(&run_id, wait_s).await,
         Command::Rebuild { projections } => rebuild(projections).await,
         Command::DeadLetters(command) => dead_letters(command).await,
+        Command::ActionLogs(command) => action_logs(command).await,
+        Command::Dashboards(command) => dashboards(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
@@ -206,19 +255,67 @@ async fn rebuild(names: Vec<String>) -> Result<()> {
 }
 
 async fn dead_letters(command: DeadLettersCommand) -> Result<()> {
-    let (_config, log, db) = open_read_side().await?;
+    let (config, log, db) = open_read_side().await?;
     match command {
-        DeadLettersCommand::List { projection, all } => {
-            for letter in
-                projector::checkpoint::dead_letters(&db, projection.as_deref(), all).await?
-            {
-                println!("{}", serde_json::to_string(&letter)?);
+        DeadLettersCommand::List {
+            projection,
+            sink,
+            all,
+        } => {
+            if sink.is_none() {
+                for letter in
+                    projector::checkpoint::dead_letters(&db, projection.as_deref(), all).await?
+                {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
+            }
+            if projection.is_none() {
+                for letter in
+                    sinks::checkpoint::list_dead_letters(&db, sink.as_deref(), all).await?
+                {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
+            }
+        }
+        DeadLettersCommand::Replay {
+            sink: Some(sink),
+            position,
+            ..
+        } => {
+            let sink_list = app::build_sinks(&config, &db, &log).await?;
+            let outcomes = match position {
+                Some(p) => vec![(
+                    p,
+                    sinks::runner::replay_dead_letter(&db, log.as_ref(), &sink_list, &sink, p)
+                        .await?,
+                )],
+                None => {
+                    sinks::runner::replay_all_dead_letters(&db, log.as_ref(), &sink_list, &sink)
+                        .await?
+                }
+            };
+            let mut failing = 0;
+            for (position, outcome) in outcomes {
+                match outcome {
+                    sinks::runner::ReplayOutcome::Delivered => {
+                        println!("{sink} {position}: delivered")
+                    }
+                    sinks::runner::ReplayOutcome::StillFailing(error) => {
+                        failing += 1;
+                        println!("{sink} {position}: still failing: {error}");
+                    }
+                }
+            }
+            if failing > 0 {
+                bail!("{failing} dead letter(s) still fail; they stay listed");
             }
         }
         DeadLettersCommand::Replay {
             projection,
             position,
+            ..
         } => {
+            let projection = projection.context("name --projection or --sink")?;
             let positions: Vec<i64> = match position {
                 Some(p) => vec![p],
                 None => projector::checkpoint::dead_letters(&db, Some(&projection), false)
@@ -245,6 +342,76 @@ async fn dead_letters(command: DeadLettersCommand) -> Result<()> {
         }
     }
     log.close().await;
+    Ok(())
+}
+
+async fn action_logs(command: ActionLogsCommand) -> Result<()> {
+    let (_config, log, db) = open_read_side().await?;
+    match command {
+        ActionLogsCommand::List {
+            severity,
+            kind,
+            subject,
+            unacknowledged,
+            since_position,
+            limit,
+        } => {
+            let severity = severity
+                .map(|s| serde_json::from_value(serde_json::Value::String(s)))
+                .transpose()?;
+            let filter = sinks::action_logs::ActionLogFilter {
+                severity,
+                kind,
+                subject,
+                unacknowledged,
+                since_position,
+                limit: limit.clamp(1, sinks::action_logs::MAX_LIMIT),
+            };
+            let page = sinks::action_logs::list_action_logs(&db, &filter).await?;
+            for entry in &page.action_logs {
+                println!("{}", serde_json::to_string(entry)?);
+            }
+            eprintln!(
+                "{} action log(s) as of position {}",
+                page.action_logs.len(),
+                page.as_of_position
+            );
+        }
+        ActionLogsCommand::Ack {
+            action_log_id,
+            actor,
+            note,
+        } => {
+            let acked =
+                sinks::action_logs::acknowledge(&db, log.as_ref(), &action_log_id, &actor, note)
+                    .await?;
+            println!("{}", serde_json::to_string(&acked)?);
+        }
+    }
+    log.close().await;
+    Ok(())
+}
+
+async fn dashboards(command: DashboardsCommand) -> Result<()> {
+    let config = Config::load(&ProcessEnv)?;
+    let settings = config.cloudwatch.clone().unwrap_or_default();
+    let clients = sinks::cloudwatch::CloudWatchClients::connect(&settings).await;
+    match command {
+        DashboardsCommand::Show => {
+            let region = sinks::cloudwatch::dashboard::client_region(&clients);
+            println!("{}", sinks::cloudwatch::dashboard_json(&settings, &region));
+        }
+        DashboardsCommand::Push => {
+            if config.cloudwatch.is_none() {
+                bail!("CloudWatch is not configured: set STUDIO_CLOUDWATCH_ENDPOINT or add a [cloudwatch] section to studio.toml");
+            }
+            let body = sinks::cloudwatch::push_dashboard(&clients, &settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("put dashboard {}: {e}", settings.dashboard_name))?;
+            println!("{body}");
+            eprintln!("pushed dashboard {}", settings.dashboard_name);
+        }
+    }
     Ok(())
 }
 

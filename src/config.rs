@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub quality: Option<QualityConfig>,
     pub economics: Option<EconomicsConfig>,
+    /// `[cloudwatch]`: its presence (or `STUDIO_CLOUDWATCH_ENDPOINT`) turns the CloudWatch sinks
+    /// on; every key has a default.
+    pub cloudwatch: Option<sinks::cloudwatch::CloudWatchSettings>,
 }
 
 /// A provider entry; a variant's `provider` part names one. One definition serves the file and
@@ -71,6 +74,8 @@ pub struct Config {
     pub load_test_runner_command: Option<String>,
     /// `STUDIO_ARTIFACT_DIR`: where benchmark artifacts are written.
     pub artifact_dir: std::path::PathBuf,
+    /// `STUDIO_CLOUDWATCH_ENDPOINT` merged over `[cloudwatch]`; `None`: no CloudWatch sinks.
+    pub cloudwatch: Option<sinks::cloudwatch::CloudWatchSettings>,
     pub file: FileConfig,
 }
 
@@ -143,6 +148,19 @@ impl Config {
             admin_token: env.var("STUDIO_ADMIN_TOKEN").map(Secret),
             executor_secret: env.var("STUDIO_EXECUTOR_SECRET").map(Secret),
             load_test_runner_command: env.var("STUDIO_LOAD_TEST_RUNNER_COMMAND"),
+            cloudwatch: match (
+                env.var("STUDIO_CLOUDWATCH_ENDPOINT"),
+                file.cloudwatch.clone(),
+            ) {
+                (None, None) => None,
+                (endpoint, settings) => {
+                    let mut settings = settings.unwrap_or_default();
+                    if endpoint.is_some() {
+                        settings.endpoint = endpoint;
+                    }
+                    Some(settings)
+                }
+            },
             artifact_dir: env
                 .var("STUDIO_ARTIFACT_DIR")
                 .unwrap_or_else(|| DEFAULT_ARTIFACT_DIR.to_string())
