@@ -116,6 +116,7 @@ pub async fn run(
 
     let mut registry = prometheus_client::registry::Registry::default();
     let projector_metrics = projector::metrics::ProjectorMetrics::register(&mut registry);
+    let kafka_metrics = ingest::kafka::KafkaMetrics::register(&mut registry);
     let state = ingest::AppState::with_registry(
         log.clone(),
         ingest::IngestConfig {
@@ -127,9 +128,24 @@ pub async fn run(
     )
     .context("ingest configuration")?;
 
+    let mut background = Vec::new();
     let mut app = axum::Router::new();
     let mut alarm_watch = None;
     if roles.has("ingest") {
+        if let Some(kafka) = &config.kafka {
+            // The second way in: envelopes from Kafka, appended like POST /v1/events.
+            let consumer = ingest::kafka::run_consumer(
+                log.clone(),
+                kafka.clone(),
+                kafka_metrics,
+                stop_rx.clone(),
+            );
+            background.push(tokio::spawn(async move {
+                if let Err(err) = consumer.await {
+                    tracing::error!(error = %err, "the Kafka ingest consumer stopped");
+                }
+            }));
+        }
         app = app.merge(ingest::router(state));
     } else {
         app = app.merge(ingest::ops_router(state));
@@ -203,7 +219,6 @@ pub async fn run(
     }
     let app = ingest::with_fallbacks(app);
 
-    let mut background = Vec::new();
     if roles.has("projector") {
         let runner = Runner::new(
             db.clone(),

@@ -74,6 +74,9 @@ pub struct Config {
     pub load_test_runner_command: Option<String>,
     /// `STUDIO_ARTIFACT_DIR`: where benchmark artifacts are written.
     pub artifact_dir: std::path::PathBuf,
+    /// `STUDIO_KAFKA_BROKERS` (with `STUDIO_KAFKA_TOPIC`, `STUDIO_KAFKA_GROUP`): the Kafka ingest
+    /// consumer; `None`: off.
+    pub kafka: Option<ingest::kafka::KafkaConsumerConfig>,
     /// `STUDIO_CLOUDWATCH_ENDPOINT` merged over `[cloudwatch]`; `None`: no CloudWatch sinks.
     pub cloudwatch: Option<sinks::cloudwatch::CloudWatchSettings>,
     pub file: FileConfig,
@@ -148,6 +151,24 @@ impl Config {
             admin_token: env.var("STUDIO_ADMIN_TOKEN").map(Secret),
             executor_secret: env.var("STUDIO_EXECUTOR_SECRET").map(Secret),
             load_test_runner_command: env.var("STUDIO_LOAD_TEST_RUNNER_COMMAND"),
+            kafka: match env.var("STUDIO_KAFKA_BROKERS") {
+                None => None,
+                Some(brokers) => {
+                    let kafka = ingest::kafka::KafkaConsumerConfig::new(brokers)
+                        .with_topic(
+                            env.var("STUDIO_KAFKA_TOPIC")
+                                .unwrap_or_else(|| ingest::kafka::DEFAULT_TOPIC.to_string()),
+                        )
+                        .with_group(
+                            env.var("STUDIO_KAFKA_GROUP")
+                                .unwrap_or_else(|| ingest::kafka::DEFAULT_GROUP.to_string()),
+                        );
+                    kafka.validate().map_err(|e| {
+                        anyhow::anyhow!("STUDIO_KAFKA_* ({}): {}", e.field, e.reason)
+                    })?;
+                    Some(kafka)
+                }
+            },
             cloudwatch: match (
                 env.var("STUDIO_CLOUDWATCH_ENDPOINT"),
                 file.cloudwatch.clone(),

@@ -13,6 +13,9 @@
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - `http`: the handlers.
 //! - [`metrics`]: Prometheus counters and histograms of the publish path.
+//! - [`kafka`]: the Kafka ingest consumer (`STUDIO_KAFKA_BROKERS`): envelopes from a topic,
+//!   appended in partition order, offsets committed only after the append is durable, bad
+//!   messages to `<topic>.dead-letters`.
 //!
 //! [`router`] leaves the fallback to the composition root, because axum refuses to merge two
 //! routers that both have one: apply [`with_fallbacks`] once, after merging every crate's router.
@@ -20,6 +23,7 @@
 pub mod auth;
 pub mod error;
 mod http;
+pub mod kafka;
 pub mod metrics;
 
 pub use auth::{require_admin, AdminAuth, ExecutorAuth, Role, TokenError, Tokens};
