@@ -1,25 +1,69 @@
 //! `studio demo`: the main job on the embedded default. It starts the real server in-process on
-//! SQLite (no broker, no cloud), publishes a load-test run the way the executor does, shows the
-//! log refusing bad input and answering retries, then reads the run back as an operator would.
+//! SQLite (no broker, no cloud) with three simulated providers, and walks the seed plan through
+//! the admin API exactly as an operator would: register variants, run a two-stage load test,
+//! run a benchmark matrix, judge its outputs, set a price, read the Money HUD, apply the winner
+//! and roll back once, then read the action logs with their instructions. It also shows the log
+//! refusing bad input and answering a retried publish without storing it twice.
 
 use crate::config::{Config, Env};
 use anyhow::{bail, Context, Result};
-use chrono::{Duration as ChronoDuration, Utc};
-use eventlog::ids::DispatchId;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Where the log lives (defaults to STUDIO_DATABASE_URL, then sqlite://studio.db).
     #[arg(long)]
     database_url: Option<String>,
-    /// Dispatches to simulate.
-    #[arg(long, default_value_t = 500)]
-    dispatches: u64,
+    /// Golden inputs of the benchmark matrix (each judged `--repetitions` times per variant).
+    #[arg(long, default_value_t = 60)]
+    inputs: u64,
+    #[arg(long, default_value_t = 3)]
+    repetitions: u64,
+}
+
+/// The demo's providers: fast simulations (tens of milliseconds) so the whole plan runs in
+/// well under a minute, deterministic for their seeds.
+const DEMO_CONFIG: &str = r#"
+[providers.sim-cheap]
+kind = "simulated"
+latency_ms = 40
+jitter_ms = 10
+failure_rate = 0.002
+cost_usd = 0.004
+seed = 7
+
+[providers.sim-premium]
+kind = "simulated"
+latency_ms = 120
+jitter_ms = 30
+failure_rate = 0.0
+cost_usd = 0.03
+seed = 11
+
+[providers.sim-flaky]
+kind = "simulated"
+latency_ms = 30
+jitter_ms = 10
+failure_rate = 0.3
+cost_usd = 0.003
+seed = 13
+
+[quality]
+provider = "heuristic"
+heuristic_target_latency_ms = 1000
+"#;
+
+const EFFECT_REVISION: &str = "fx-demo";
+const STAGE: &str = "render";
+
+fn variant(provider: &str, experiment: &str) -> String {
+    format!("er:{EFFECT_REVISION}:wf:comfy-1:env:staging:stage:{STAGE}:provider:{provider}:exp:{experiment}")
 }
 
 struct DemoEnv {
     database_url: String,
+    config_path: String,
     admin: String,
     executor: String,
 }
@@ -28,9 +72,11 @@ impl Env for DemoEnv {
     fn var(&self, name: &str) -> Option<String> {
         match name {
             "STUDIO_DATABASE_URL" => Some(self.database_url.clone()),
+            "STUDIO_CONFIG" => Some(self.config_path.clone()),
             "STUDIO_ADMIN_TOKEN" => Some(self.admin.clone()),
             "STUDIO_EXECUTOR_SECRET" => Some(self.executor.clone()),
             "STUDIO_LISTEN" => Some("127.0.0.1:0".into()),
+            "STUDIO_ARTIFACT_DIR" => std::env::var(name).ok(),
             _ => None,
         }
     }
@@ -38,8 +84,15 @@ impl Env for DemoEnv {
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let base_config = Config::load(&crate::config::ProcessEnv)?;
+    let config_dir = tempfile::tempdir()?;
+    let config_path = config_dir.path().join("studio-demo.toml");
+    std::fs::write(&config_path, DEMO_CONFIG)?;
     let env = DemoEnv {
-        database_url: args.database_url.unwrap_or(base_config.database_url),
+        database_url: args
+            .database_url
+            .clone()
+            .unwrap_or(base_config.database_url),
+        config_path: config_path.display().to_string(),
         admin: format!("demo-admin-{}", uuid::Uuid::new_v4()),
         executor: format!("demo-executor-{}", uuid::Uuid::new_v4()),
     };
@@ -61,225 +114,382 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         })
     };
     println!(
-        "studio demo: event log {} ({}), server {base}",
+        "studio demo: event log {} ({}), server {base}, artifacts in {}",
         config.database_url,
-        log.backend()
+        log.backend(),
+        config.artifact_dir.display()
     );
-    let outcome = scenario(&base, &config, args.dispatches).await;
+    let (admin, executor) = config.tokens()?;
+    let api = Api {
+        base: base.clone(),
+        http: reqwest::Client::new(),
+        admin: admin.expose().to_string(),
+        executor: executor.expose().to_string(),
+    };
+    let outcome = scenario(&api, &args).await;
     let _ = stop_tx.send(());
     server.await.context("server task")??;
     outcome
 }
 
-async fn scenario(base: &str, config: &Config, dispatches: u64) -> Result<()> {
-    let (admin, executor) = config.tokens()?;
-    let http = reqwest::Client::new();
-    let publish = |body: Value| {
-        http.post(format!("{base}/v1/events"))
-            .bearer_auth(executor.expose())
-            .json(&body)
-            .send()
-    };
-    let run_id = format!("lt_{}", uuid::Uuid::now_v7().simple());
-    let variant = "er:fx-demo:wf:comfy-1:env:staging:stage:render:provider:sim-cheap:exp:baseline";
-    let start = Utc::now() - ChronoDuration::seconds(60);
-    let at =
-        |ms: i64| eventlog::envelope::format_timestamp(start + ChronoDuration::milliseconds(ms));
-    let envelope = |event_type: &str, occurred_ms: i64, payload: Value| json!({"type": event_type, "occurred_at": at(occurred_ms), "producer": "studio-demo", "payload": payload});
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    admin: String,
+    executor: String,
+}
 
-    // 1. A producer publishes the run as the executor would, in batches.
-    let mut events = vec![
-        envelope(
-            "variant.registered",
-            0,
-            json!({"variant_id": variant, "effect_revision_id": "fx-demo", "workflow_id": "comfy-1",
-                   "environment_id": "staging", "stage": "render", "provider": "sim-cheap",
-                   "experiment_id": "baseline", "unit_cost_usd": 0.004}),
-        ),
-        envelope(
-            "load_test.run_created",
-            0,
-            json!({"run_id": run_id, "name": "demo ramp", "effect_revision_id": "fx-demo",
-                   "environment_id": "staging", "variant_id": variant, "input_fixture": "fixtures/portrait.png",
-                   "stages": [{"name": "steady", "duration_s": 10, "target_rps": dispatches as f64 / 10.0}]}),
-        ),
-        envelope(
-            "load_test.run_started",
-            1,
-            json!({"run_id": run_id, "mode": "inline"}),
-        ),
-        envelope(
-            "load_test.runner_fallback",
-            1,
-            json!({"run_id": run_id, "reason": "STUDIO_LOAD_TEST_RUNNER_COMMAND is not set"}),
-        ),
-        envelope(
-            "load_test.stage_started",
-            2,
-            json!({"run_id": run_id, "stage_index": 0, "target_rps": dispatches as f64 / 10.0}),
-        ),
-    ];
-    // A deterministic simulated provider: latency 600–1,400 ms, every 25th dispatch fails.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    for seq in 1..=dispatches {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let scheduled = (seq as i64) * 10_000 / dispatches as i64;
-        let latency = 600.0 + (state % 800) as f64;
-        let dispatch_id = DispatchId::new(&run_id, seq).to_string();
-        let failed = seq % 25 == 0;
-        events.push(envelope(
-            "load_test.dispatch_submitted",
-            scheduled,
-            json!({"run_id": run_id, "dispatch_id": dispatch_id, "seq": seq, "stage_index": 0,
-                   "variant_id": variant, "scheduled_at": at(scheduled)}),
-        ));
-        events.push(envelope(
-            "load_test.dispatch_completed",
-            scheduled + latency as i64,
-            json!({"run_id": run_id, "dispatch_id": dispatch_id, "outcome": if failed { "failed" } else { "succeeded" },
-                   "latency_ms": latency, "service_time_ms": latency - 3.0, "cost_usd": 0.004,
-                   "error": if failed { Some("HTTP 503 from provider") } else { None }, "stage_index": 0}),
-        ));
-    }
-    events.push(envelope(
-        "load_test.run_completed",
-        12_000,
-        json!({"run_id": run_id}),
-    ));
-    let mut appended = 0;
-    for chunk in events.chunks(250) {
-        let answer = publish(Value::Array(chunk.to_vec())).await?;
-        if answer.status().as_u16() != 201 {
-            bail!(
-                "publishing failed: {} {}",
-                answer.status(),
-                answer.text().await?
-            );
-        }
-        appended += chunk.len();
-    }
-    println!(
-        "\n1. published {appended} events for run {run_id} (POST /v1/events, executor secret)"
-    );
-
-    // 2. The log refuses bad input whole and answers retries without appending.
-    let bad = envelope(
-        "load_test.dispatch_completed",
-        0,
-        json!({"run_id": run_id, "dispatch_id": DispatchId::new(&run_id, 1).to_string(), "outcome": "exploded",
-               "latency_ms": -4.0, "service_time_ms": null, "cost_usd": null}),
-    );
-    let refused = publish(json!([
-        envelope("load_test.run_completed", 0, json!({"run_id": "lt_x"})),
-        bad
-    ]))
-    .await?;
-    println!(
-        "2. a batch with a bad event → {} {}",
-        refused.status().as_u16(),
-        refused.text().await?
-    );
-    let mut retry = envelope(
-        "load_test.run_cancelled",
-        12_001,
-        json!({"run_id": run_id, "reason": "demo", "actor": "demo"}),
-    );
-    retry["idempotency_key"] = json!(format!("{run_id}-cancel"));
-    let first = publish(retry.clone()).await?.status().as_u16();
-    let again = publish(retry).await?;
-    println!(
-        "3. the same idempotency key twice → {first}, then {} {}",
-        again.status().as_u16(),
-        again.text().await?
-    );
-    let mut stale = envelope("load_test.run_completed", 12_002, json!({"run_id": run_id}));
-    stale["expected_version"] = json!(1);
-    let stale = publish(stale).await?;
-    println!(
-        "4. a stale expected_version → {} {}",
-        stale.status().as_u16(),
-        stale.text().await?
-    );
-
-    // 3. The operator reads the run from the read models, waiting until they include the
-    //    last event published (read-your-writes with min_position).
-    let last_position = last_position(&http, base, admin.expose()).await?;
-    let run: Value = http
-        .get(format!(
-            "{base}/admin/studio/load-test-runs/{run_id}?min_position={last_position}"
+impl Api {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
+        let answer = request.send().await?;
+        let status = answer.status().as_u16();
+        let text = answer.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
         ))
-        .bearer_auth(admin.expose())
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    }
+
+    /// An admin command that must succeed; its answer.
+    async fn command(&self, path: &str, body: Value) -> Result<Value> {
+        let (status, answer) = self
+            .send(
+                self.http
+                    .post(format!("{}/admin/studio{path}", self.base))
+                    .bearer_auth(&self.admin)
+                    .json(&body),
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!("POST {path} → {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    /// An admin query that must succeed.
+    async fn query(&self, path_and_query: &str) -> Result<Value> {
+        let (status, answer) = self
+            .send(
+                self.http
+                    .get(format!("{}/admin/studio{path_and_query}", self.base))
+                    .bearer_auth(&self.admin),
+            )
+            .await?;
+        if status != 200 {
+            bail!("GET {path_and_query} → {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    async fn publish(&self, body: Value) -> Result<(u16, Value)> {
+        self.send(
+            self.http
+                .post(format!("{}/v1/events", self.base))
+                .bearer_auth(&self.executor)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Polls `path` until `done` holds (2 minutes at most).
+    async fn wait_for(
+        &self,
+        path: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, answer) = self
+                .send(
+                    self.http
+                        .get(format!("{}/admin/studio{path}", self.base))
+                        .bearer_auth(&self.admin),
+                )
+                .await?;
+            if status == 200 && done(&answer) {
+                return Ok(answer);
+            }
+            if Instant::now() > deadline {
+                bail!("gave up waiting for {what}: {answer}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn scenario(api: &Api, args: &DemoArgs) -> Result<()> {
+    // 1. The variant registry.
+    let cheap = variant("sim-cheap", "cheap");
+    let premium = variant("sim-premium", "premium");
+    let flaky = variant("sim-flaky", "flaky");
+    for (id, cost) in [(&cheap, 0.004), (&premium, 0.03), (&flaky, 0.003)] {
+        api.command(
+            "/variant-registry/variants",
+            json!({"variant_id": id, "unit_cost_usd": cost}),
+        )
         .await?;
-    let totals = &run["totals"];
+    }
     println!(
-        "\nGET /admin/studio/load-test-runs/{run_id} (as of position {}):",
-        run["as_of_position"]
+        "\n1. registered 3 variants of {EFFECT_REVISION}/{STAGE} (POST /variant-registry/variants)"
     );
-    println!(
-        "  status                {} ({} mode; {})",
-        run["status"], run["mode"], run["runner_fallback_reason"]
-    );
-    println!(
-        "  dispatched            {}   succeeded {}   failed {}   timed out {}   missed {}",
-        totals["dispatched"],
-        totals["succeeded"],
-        totals["failed"],
-        totals["timed_out"],
-        totals["missed"]
-    );
-    println!("  failure rate          {}", totals["failure_rate"]);
-    println!("  achieved rps          {}", totals["achieved_rps"]);
-    let l = &totals["latency_ms"];
-    println!(
-        "  latency ms            p50 {}  p95 {}  p99 {}  max {}",
-        l["p50"], l["p95"], l["p99"], l["max"]
-    );
-    println!("  cost                  ${}", totals["cost_usd"]);
-    let health: Value = http
-        .get(format!("{base}/admin/studio/observability/projections"))
-        .bearer_auth(admin.expose())
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+
+    // 2. A two-stage load test, executed inline (no runner command in the demo).
+    let created = api
+        .command(
+            "/load-test-runs",
+            json!({"name": "demo ramp", "effect_revision_id": EFFECT_REVISION,
+                   "environment_id": "staging", "variant_id": cheap,
+                   "input_fixture": "s3://studio-fixtures/portrait.png",
+                   "stages": [{"name": "warm-up", "duration_s": 2, "target_rps": 10.0},
+                              {"name": "steady", "duration_s": 3, "target_rps": 40.0}]}),
+        )
         .await?;
-    println!("\nprojections (GET /admin/studio/observability/projections):");
-    for p in health["projections"].as_array().into_iter().flatten() {
+    let run_id = created["run_id"].as_str().context("run_id")?.to_string();
+    let started = api
+        .command(&format!("/load-test-runs/{run_id}/start"), json!({}))
+        .await?;
+    println!(
+        "2. load test {run_id}: estimate ${:.2}, started in {} mode ({})",
+        created["estimated_cost_usd"].as_f64().unwrap_or(0.0),
+        started["mode"].as_str().unwrap_or("?"),
+        started["runner_fallback"].as_str().unwrap_or("-")
+    );
+    let run = api
+        .wait_for(&format!("/load-test-runs/{run_id}"), "the load test", |r| {
+            r["status"] == "completed" || r["status"] == "stopped"
+        })
+        .await?;
+    println!("   status {}", run["status"]);
+    println!(
+        "   stage      target  dispatched  failed  missed  achieved/s  p50 ms  p99 ms  cost $"
+    );
+    for row in run["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&run["totals"]))
+    {
         println!(
-            "  {:<12} checkpoint {:<6} lag {:<4} dead letters {}",
-            p["projection"].as_str().unwrap_or("?"),
-            p["checkpoint"],
-            p["lag_events"],
-            p["dead_letters"]
+            "   {:<9} {:>7} {:>11} {:>7} {:>7} {:>11.1} {:>7.0} {:>7.0} {:>7.3}",
+            row["name"].as_str().unwrap_or("total"),
+            row["target_rps"]
+                .as_f64()
+                .map(|r| format!("{r}/s"))
+                .unwrap_or_default(),
+            row["dispatched"],
+            row["failed"],
+            row["missed"],
+            row["achieved_rps"].as_f64().unwrap_or(0.0),
+            row["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+            row["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            row["cost_usd"].as_f64().unwrap_or(0.0),
         );
+    }
+
+    // 3. The benchmark matrix on the golden dataset.
+    let inputs: Vec<Value> = (1..=args.inputs)
+        .map(|i| json!({"input_id": format!("golden-{i:03}"), "uri": format!("s3://studio-golden/iteration1-golden-v1/{i:03}.png")}))
+        .collect();
+    let matrix = api
+        .command(
+            "/benchmark-matrix-runs",
+            json!({"dataset": "iteration1-golden-v1", "variant_ids": [cheap, premium, flaky],
+                   "inputs": inputs, "repetitions": args.repetitions}),
+        )
+        .await?;
+    let bm = matrix["benchmark_run_id"]
+        .as_str()
+        .context("benchmark_run_id")?
+        .to_string();
+    let matrix = api
+        .wait_for(
+            &format!("/benchmark-matrix-runs/{bm}"),
+            "the benchmark matrix",
+            |m| m["status"] == "completed",
+        )
+        .await?;
+    println!("\n3. benchmark matrix {bm} (dataset iteration1-golden-v1):");
+    for item in matrix["items"].as_array().into_iter().flatten() {
+        let artifact = &item["artifacts"][0];
+        println!(
+            "   {:<70} dispatched {:>4}  succeeded {:>4}  artifact sha256 {}…",
+            item["variant_id"].as_str().unwrap_or("?"),
+            item["dispatched"],
+            item["succeeded"],
+            artifact["sha256"]
+                .as_str()
+                .unwrap_or("-")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        );
+    }
+
+    // 4. Judge every successful output, then price the effect.
+    let judged = api
+        .command("/quality-evaluations", json!({"benchmark_run_id": bm}))
+        .await?;
+    let outputs = judged["outputs"].as_u64().unwrap_or(0) as usize;
+    let evaluations = api
+        .wait_for(
+            &format!("/quality-evaluations?benchmark_run_id={bm}"),
+            "the quality evaluations",
+            |q| {
+                let done = q["evaluations"].as_array().map_or(0, Vec::len)
+                    + q["unjudged"].as_array().map_or(0, Vec::len);
+                done >= outputs
+            },
+        )
+        .await?;
+    println!(
+        "\n4. judged {} outputs ({} evaluator), unjudged {}",
+        evaluations["evaluations"].as_array().map_or(0, Vec::len),
+        judged["evaluator"]["provider"].as_str().unwrap_or("?"),
+        evaluations["unjudged"].as_array().map_or(0, Vec::len)
+    );
+    let price = api
+        .command(
+            "/economics/prices",
+            json!({"effect_revision_id": EFFECT_REVISION, "price_usd": 0.05}),
+        )
+        .await?;
+    let price_position = price["position"].as_i64().context("price position")?;
+    println!(
+        "   price of {EFFECT_REVISION}: $0.05 per successful output (position {price_position})"
+    );
+
+    // 5. The Money HUD, read once it includes the price.
+    let hud = api
+        .query(&format!(
+            "/economics/money-hud?benchmark_run_id={bm}&min_position={price_position}"
+        ))
+        .await?;
+    println!("\n5. Money HUD for {bm}: verdict {}", hud["verdict"]);
+    println!("   variant                                                               fail%  $/success  quality  margin%  eligible");
+    for row in hud["rows"].as_array().into_iter().flatten() {
+        println!(
+            "   {:<70} {:>5.1} {:>10.4} {:>8.2} {:>8.1}  {}",
+            row["variant_id"].as_str().unwrap_or("?"),
+            row["failure_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            row["cost_per_success_usd"].as_f64().unwrap_or(f64::NAN),
+            row["quality_mean"].as_f64().unwrap_or(f64::NAN),
+            row["margin_pct"].as_f64().unwrap_or(f64::NAN),
+            match row["excluded_because"].as_array().map(Vec::as_slice) {
+                Some([]) | None => "yes".to_string(),
+                Some(why) => format!(
+                    "no: {}",
+                    why.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")
+                ),
+            }
+        );
+    }
+    if let Some(reason) = hud["winner"]["reason"].as_str() {
+        println!("   winner: {}\n     {reason}", hud["winner"]["variant_id"]);
+    }
+    for rec in hud["recommendations"].as_array().into_iter().flatten() {
+        println!(
+            "   → {}: {}",
+            rec["action"].as_str().unwrap_or("?"),
+            rec["text"].as_str().unwrap_or("")
+        );
+    }
+
+    // 6. Routing: apply the winner, apply the runner-up, roll back once.
+    let winner = hud["winner"]["variant_id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| cheap.clone());
+    let apply = |variant_id: &str, expected_version: i64, reason: &str| {
+        json!({"effect_revision_id": EFFECT_REVISION, "stage": STAGE, "variant_id": variant_id,
+               "expected_version": expected_version, "reason": reason,
+               "evidence": {"benchmark_run_id": bm}})
+    };
+    let v1 = api
+        .command("/routing/apply", apply(&winner, 0, "Money HUD winner"))
+        .await?;
+    let v2 = api
+        .command(
+            "/routing/apply",
+            apply(&premium, 1, "try the premium provider"),
+        )
+        .await?;
+    let v3 = api
+        .command(
+            "/routing/rollback",
+            json!({"effect_revision_id": EFFECT_REVISION, "stage": STAGE, "expected_version": 2,
+                   "reason": "premium costs more than it earns"}),
+        )
+        .await?;
+    println!("\n6. routing {EFFECT_REVISION}/{STAGE}:");
+    for (what, answer) in [("apply", &v1), ("apply", &v2), ("rollback", &v3)] {
+        println!(
+            "   {what:<8} → version {} on {}",
+            answer["binding"]["version"],
+            answer["binding"]["variant_id"].as_str().unwrap_or("?")
+        );
+    }
+    let (status, stale) = api
+        .send(
+            api.http
+                .post(format!("{}/admin/studio/routing/rollback", api.base))
+                .bearer_auth(&api.admin)
+                .json(
+                    &json!({"effect_revision_id": EFFECT_REVISION, "stage": STAGE,
+                              "expected_version": 2, "reason": "stale"}),
+                ),
+        )
+        .await?;
+    println!(
+        "   a stale rollback → {status}: {}",
+        stale["error"]["message"].as_str().unwrap_or("")
+    );
+
+    // 7. The log refuses bad input whole and answers a retried publish once.
+    let bad = json!([{"type": "load_test.dispatch_completed", "occurred_at": "2026-11-24T10:00:00Z",
+                      "producer": "demo", "payload": {"run_id": run_id, "dispatch_id": "nope",
+                      "outcome": "exploded", "latency_ms": -4.0, "cost_usd": null}}]);
+    let (status, refused) = api.publish(bad).await?;
+    println!(
+        "\n7. a bad event → {status} {} ({} problems named), nothing stored",
+        refused["error"]["code"],
+        refused["error"]["details"].as_array().map_or(0, Vec::len)
+    );
+    let retried = json!({"type": "ops.alarm_state_changed", "occurred_at": "2026-11-24T10:00:00Z",
+                         "producer": "demo", "idempotency_key": format!("demo-alarm-{bm}"),
+                         "payload": {"alarm_name": "studio-demo-render-errors", "old_state": "OK",
+                                     "new_state": "OK", "reason": "demo retry"}});
+    let (first, _) = api.publish(retried.clone()).await?;
+    let (second, again) = api.publish(retried).await?;
+    println!(
+        "   the same idempotency key twice → {first}, then {second} (position {} both times)",
+        again["position"]
+    );
+
+    // 8. What needs an operator: the action logs with their instructions.
+    let head = api.query("/action-logs?limit=1").await?;
+    let logs = api
+        .wait_for("/action-logs?limit=20", "the action logs", |a| {
+            a["as_of_position"].as_i64() >= head["as_of_position"].as_i64()
+                && a["action_logs"].as_array().is_some_and(|l| l.len() >= 3)
+        })
+        .await?;
+    println!("\n8. action logs (GET /admin/studio/action-logs):");
+    for entry in logs["action_logs"].as_array().into_iter().flatten() {
+        println!(
+            "   [{}] {} — {} (×{})",
+            entry["severity"].as_str().unwrap_or("?"),
+            entry["kind"].as_str().unwrap_or("?"),
+            entry["title"].as_str().unwrap_or(""),
+            entry["occurrences"]
+        );
+    }
+    if let Some(first) = logs["action_logs"].as_array().and_then(|l| l.first()) {
+        println!("\n   instructions of the newest one:");
+        for line in first["instructions"].as_str().unwrap_or("").lines() {
+            println!("   | {line}");
+        }
     }
     println!("\nnext: `studio serve` with STUDIO_ADMIN_TOKEN and STUDIO_EXECUTOR_SECRET set serves the same log.");
     Ok(())
-}
-
-/// The log's last position, read page by page.
-async fn last_position(http: &reqwest::Client, base: &str, admin: &str) -> Result<i64> {
-    let mut after = 0i64;
-    loop {
-        let page: Value = http
-            .get(format!(
-                "{base}/v1/events?after_position={after}&limit=10000"
-            ))
-            .bearer_auth(admin)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        match page["events"].as_array().and_then(|e| e.last()) {
-            Some(last) => after = last["position"].as_i64().context("position")?,
-            None => return Ok(after),
-        }
-    }
 }

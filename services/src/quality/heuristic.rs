@@ -14,7 +14,9 @@ pub const HEURISTIC_PROVIDER: &str = "heuristic";
 /// mixed up in one mean without anyone knowing.
 pub const HEURISTIC_MODEL: &str = "dispatch-facts-v1";
 /// The schemes an output may be stored under.
-const STORAGE_SCHEMES: [&str; 5] = ["s3", "gs", "https", "http", "file"];
+/// Where outputs live: object stores, web, local files, and `sim://` — the outputs of the
+/// simulated providers, which stand in for storage in the embedded default and the demo.
+const STORAGE_SCHEMES: [&str; 6] = ["s3", "gs", "https", "http", "file", "sim"];
 
 /// A deterministic evaluator of *observable dispatch facts*. It never fetches or looks at the
 /// output, so it does **not** judge visual quality, fidelity to the input or artifacts, and its
