@@ -93,7 +93,7 @@ pub fn desired_alarms(settings: &CloudWatchSettings, running: &[(String, f64)]) 
             name: run_alarm_name(settings, run_id),
             description: format!(
                 "Load test {run_id}: failure rate above {:.1}% for {RUN_ALARM_EVALUATION_PERIODS} one-minute periods (its stop condition). \
-                 Cancel with `studio load-tests cancel {run_id}`.",
+                 Cancel it: POST /admin/studio/load-test-runs/{run_id}/cancel {{\"reason\": \"...\"}}.",
                 max_failure_rate * 100.0
             ),
             metric_name: RUN_FAILURE_RATE.into(),
@@ -110,7 +110,7 @@ pub fn desired_alarms(settings: &CloudWatchSettings, running: &[(String, f64)]) 
     out.push(AlarmSpec {
         name: projection_lag_alarm_name(settings),
         description: format!(
-            "A projection is more than {} events behind the log head for {} minutes: see `studio projections status`.",
+            "A projection is more than {} events behind the log head for {} minutes: see GET /admin/studio/observability/projections.",
             settings.projection_lag_threshold, settings.projection_lag_periods
         ),
         metric_name: PROJECTION_LAG.into(),
