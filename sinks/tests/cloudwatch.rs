@@ -1,8 +1,8 @@
 //! The CloudWatch sinks against a real emulator (LocalStack) over real sockets, with the event
 //! log and read models in a SQLite file: action logs become log events, events become metrics
 //! in `Studio/Pipeline`, running load tests get failure-rate alarms that go away when the run
-//! ends, alarm state changes come back into the log once, and the dashboard is pushed as
-//! generated.
+//! ends, alarm state changes come back into the log once (each flip between two ticks too),
+//! and the dashboard is pushed as generated.
 
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, DimensionFilter, MetricAlarm, StateValue, Statistic};
@@ -591,6 +591,116 @@ async fn an_alarm_going_to_alarm_is_appended_once_as_a_critical_state_change() {
         .idempotency_key
         .as_deref()
         .is_some_and(|k| k.starts_with(&format!("cloudwatch-alarm:{name}@"))));
+}
+
+/// Sets `name`'s state as an operator (or CloudWatch's evaluation) would.
+async fn set_state(env: &Env, name: &str, state: StateValue, reason: &str) {
+    env.clients
+        .cloudwatch
+        .set_alarm_state()
+        .alarm_name(name)
+        .state_value(state)
+        .state_reason(reason)
+        .send()
+        .await
+        .expect("SetAlarmState (needs sns in LocalStack's SERVICES)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flip_between_two_ticks_is_appended_once_in_order() {
+    let env = Env::open().await;
+    let run = run_id();
+    env.append(&[run_created(&run, 0.2), run_started(&run)])
+        .await;
+    env.project().await;
+    let sink = CloudWatchAlarmSink::new(
+        env.clients.clone(),
+        env.settings.clone(),
+        env.db.clone(),
+        env.log.clone(),
+    );
+    sink.tick().await.expect("create the alarms");
+    sink.tick().await.expect("record the first evaluation");
+    let name = run_alarm_name(&env.settings, &run);
+    let before = state_changes(&env, &name).await;
+    let last_before = before
+        .last()
+        .map_or(AlarmState::InsufficientData, |(_, p)| p.new_state);
+    assert_ne!(last_before, AlarmState::Alarm, "{before:#?}");
+
+    // Fires, recovers and fires again, all within one tick interval.
+    set_state(&env, &name, StateValue::Alarm, "flip 1: Threshold Crossed").await;
+    set_state(&env, &name, StateValue::Ok, "flip 2: recovered").await;
+    set_state(
+        &env,
+        &name,
+        StateValue::Alarm,
+        "flip 3: Threshold Crossed again",
+    )
+    .await;
+    sink.tick().await.expect("read the flips back");
+
+    let changes = state_changes(&env, &name).await;
+    let flips: Vec<_> = changes[before.len()..].iter().collect();
+    let seen: Vec<(AlarmState, AlarmState)> = flips
+        .iter()
+        .map(|(_, p)| (p.old_state, p.new_state))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (last_before, AlarmState::Alarm),
+            (AlarmState::Alarm, AlarmState::Ok),
+            (AlarmState::Ok, AlarmState::Alarm),
+        ],
+        "{changes:#?}"
+    );
+    for (i, (event, change)) in flips.iter().enumerate() {
+        assert!(
+            change.reason.starts_with(&format!("flip {}:", i + 1)),
+            "{change:?}"
+        );
+        assert_eq!(event.stream, format!("ops-{name}"));
+        assert!(event
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(&format!("cloudwatch-alarm:{name}@"))));
+    }
+    assert_eq!(flips[0].0.typed().unwrap().severity(), Severity::Critical);
+    assert_eq!(flips[2].0.typed().unwrap().severity(), Severity::Critical);
+    // In time order: log positions and transition times both increase.
+    for pair in flips.windows(2) {
+        assert!(pair[0].0.position < pair[1].0.position);
+        assert!(
+            DateTime::parse_from_rfc3339(&pair[0].0.occurred_at).unwrap()
+                < DateTime::parse_from_rfc3339(&pair[1].0.occurred_at).unwrap(),
+            "{flips:#?}"
+        );
+    }
+
+    // Ticking again, and a fresh instance (no memory), add nothing.
+    sink.tick().await.expect("tick again");
+    let restarted = CloudWatchAlarmSink::new(
+        env.clients.clone(),
+        env.settings.clone(),
+        env.db.clone(),
+        env.log.clone(),
+    );
+    restarted.tick().await.expect("tick after a restart");
+    restarted.tick().await.expect("and again");
+    let after = state_changes(&env, &name).await;
+    assert_eq!(after.len(), changes.len(), "{after:#?}");
+    let mut keys: Vec<&str> = after
+        .iter()
+        .filter_map(|(e, _)| e.idempotency_key.as_deref())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        after.len(),
+        "one event per transition: {after:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

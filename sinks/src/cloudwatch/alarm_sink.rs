@@ -8,25 +8,48 @@
 //! deterministic, so any instance that takes the sink over reconciles to the same set, and
 //! calls are paced to a few per second because CloudWatch throttles its control plane.
 //!
-//! Then it closes the loop: for each alarm whose state differs from the last state recorded in
-//! the log (stream `ops-<alarm>`), it appends `ops.alarm_state_changed` — critical on `ALARM`,
-//! which the action-log writer turns into an action log. The idempotency key is the alarm name
-//! and the state's update time, so a restart, a second instance or a repeated tick never
-//! appends the same change twice.
+//! Then it closes the loop: every state transition of a listed alarm that the log (stream
+//! `ops-<alarm>`) does not hold yet is appended as `ops.alarm_state_changed`, oldest first —
+//! critical on `ALARM`, which the action-log writer turns into an action log. The idempotency
+//! key is the alarm name and the transition time, so a restart, a second instance or a
+//! repeated tick never appends the same change twice.
+//!
+//! **DescribeAlarmHistory is authoritative** for which transitions happened: it keeps every
+//! `StateUpdate` (ALARM, then OK, then ALARM again between two ticks are three items), while
+//! DescribeAlarms only shows the state at the moment of the listing, so an alarm that fires
+//! and recovers within one tick interval would never page from it. DescribeAlarms stays as
+//! the fallback when history cannot be read (any error; the tick goes on without it), and as
+//! a consistency check when it can: a listed state that differs from the last recorded one
+//! and is newer than every transition history gave is appended too, so a history that lags
+//! the listing loses nothing. Both sources key a transition by the same instant on CloudWatch
+//! (a `StateUpdate` item's `Timestamp` is the alarm's `StateUpdatedTimestamp` of that change);
+//! and the cursor (the last recorded transition's time) keeps either source from appending
+//! what the other already did.
+//!
+//! Emulator notes (LocalStack 4.13.1): DescribeAlarmHistory records SetAlarmState and
+//! evaluation changes but ignores `HistoryItemType`, `ScanBy`, `MaxRecords` and pagination (one
+//! page, oldest first), and answers a 500 to any `StartDate`; so history is read newest first
+//! without `StartDate`, paginated until it reaches the last recorded transition, and filtered,
+//! sorted and cut client-side. Its item `Timestamp` is the time the *old* state began, not the
+//! time of the change, so there the two sources key one transition differently; the cursor
+//! still keeps them from duplicating it.
 
 pub use super::alarms::{
-    dead_letters_alarm_name, desired_alarms, projection_lag_alarm_name, reconcile_plan,
-    run_alarm_name, state_change_key, AlarmSpec, ExistingAlarm, MAX_ALARM_NAME_LEN,
-    RUN_ALARM_EVALUATION_PERIODS, RUN_ALARM_PERIOD_S,
+    dead_letters_alarm_name, desired_alarms, listed_transition, parse_alarm_state,
+    parse_state_update, projection_lag_alarm_name, reconcile_plan, run_alarm_name,
+    state_change_key, unrecorded_transitions, AlarmSpec, ExistingAlarm, RecordedState,
+    StateTransition, MAX_ALARM_NAME_LEN, RUN_ALARM_EVALUATION_PERIODS, RUN_ALARM_PERIOD_S,
 };
 use super::config::{CloudWatchClients, CloudWatchSettings};
 use super::mapping::{DEAD_LETTERS, PROJECTION_LAG, RUN_FAILURE_RATE};
 use super::retry::{db_error, sink_error};
 use crate::{MappingEntry, Sink, SinkError};
 use async_trait::async_trait;
-use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic};
+use aws_sdk_cloudwatch::types::{
+    ComparisonOperator, Dimension, HistoryItemType, MetricAlarm, ScanBy, Statistic,
+};
 use chrono::{TimeZone, Utc};
-use eventlog::catalogue::{AlarmState, AlarmStateChanged};
+use eventlog::catalogue::AlarmStateChanged;
 use eventlog::{EventLog, EventPayload, RecordedEvent, ValidatedEvent};
 use projector::projections::load_tests::LoadTestRun;
 use projector::query::Snapshot;
@@ -41,16 +64,9 @@ use tracing::instrument;
 pub const ALARM_SINK_NAME: &str = "cloudwatch_alarms";
 /// Most alarm names one DeleteAlarms call takes.
 const MAX_ALARMS_PER_DELETE: usize = 100;
+/// Most items one DescribeAlarmHistory page returns.
+const MAX_HISTORY_RECORDS: i32 = 100;
 const PRODUCER: &str = "studio-sinks";
-
-fn alarm_state(s: &str) -> Option<AlarmState> {
-    match s {
-        "OK" => Some(AlarmState::Ok),
-        "ALARM" => Some(AlarmState::Alarm),
-        "INSUFFICIENT_DATA" => Some(AlarmState::InsufficientData),
-        _ => None,
-    }
-}
 
 fn existing(alarm: &MetricAlarm) -> ExistingAlarm {
     let statistic = match alarm.statistic().map(|s| s.as_str()) {
@@ -96,7 +112,9 @@ fn existing(alarm: &MetricAlarm) -> ExistingAlarm {
             comparison,
             treat_missing_data: treat,
         },
-        state: alarm.state_value().and_then(|s| alarm_state(s.as_str())),
+        state: alarm
+            .state_value()
+            .and_then(|s| parse_alarm_state(s.as_str())),
         state_reason: alarm.state_reason().unwrap_or_default().to_string(),
         state_updated_ms: alarm
             .state_updated_timestamp()
@@ -127,9 +145,10 @@ pub struct CloudWatchAlarmSink {
     db: ReadDb,
     log: Arc<dyn EventLog>,
     pace: Pace,
-    /// Last state recorded in the log per alarm, with its update time. A tokio mutex: one
-    /// tick at a time holds it across the appends it decides.
-    recorded: Mutex<HashMap<String, (AlarmState, Option<i64>)>>,
+    /// Last transition recorded in the log per alarm (new state, transition time): the cursor
+    /// history is read from. A tokio mutex: one tick at a time holds it across the appends it
+    /// decides.
+    recorded: Mutex<HashMap<String, RecordedState>>,
 }
 
 impl CloudWatchAlarmSink {
@@ -252,10 +271,7 @@ impl CloudWatchAlarmSink {
     }
 
     /// The last state the log holds for `alarm`, read from its `ops-<alarm>` stream.
-    async fn last_recorded(
-        &self,
-        alarm: &str,
-    ) -> Result<Option<(AlarmState, Option<i64>)>, SinkError> {
+    async fn last_recorded(&self, alarm: &str) -> Result<Option<RecordedState>, SinkError> {
         let stream = format!("ops-{alarm}");
         let version = self
             .log
@@ -281,8 +297,71 @@ impl CloudWatchAlarmSink {
         }))
     }
 
-    /// Appends `ops.alarm_state_changed` for every alarm whose state differs from the one last
-    /// recorded. Returns the events newly appended.
+    /// The `StateUpdate` transitions of `alarm` from DescribeAlarmHistory, back to the first
+    /// at or before `since_ms` (all of them without it), in no particular order.
+    ///
+    /// Read newest first and without `StartDate` (LocalStack 4.13.1 answers a 500 to it):
+    /// paging stops at the page that reaches `since_ms`, so a tick usually costs one call per
+    /// alarm. Item type and alarm name are checked here too, since the emulator ignores the
+    /// filter.
+    #[instrument(skip_all, fields(sink = ALARM_SINK_NAME, alarm), err)]
+    pub async fn state_history(
+        &self,
+        alarm: &str,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<StateTransition>, SinkError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.pace.wait().await;
+            let page = self
+                .clients
+                .cloudwatch
+                .describe_alarm_history()
+                .alarm_name(alarm)
+                .history_item_type(HistoryItemType::StateUpdate)
+                .scan_by(ScanBy::TimestampDescending)
+                .max_records(MAX_HISTORY_RECORDS)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| sink_error("DescribeAlarmHistory", &e))?;
+            let mut reached_since = false;
+            for item in page.alarm_history_items() {
+                if item.history_item_type() != Some(&HistoryItemType::StateUpdate)
+                    || item.alarm_name().is_some_and(|n| n != alarm)
+                {
+                    continue;
+                }
+                let at_ms = item.timestamp().and_then(|t| t.to_millis().ok());
+                let parsed = at_ms
+                    .zip(item.history_data())
+                    .and_then(|(at, data)| parse_state_update(data, at));
+                let Some(transition) = parsed else {
+                    tracing::warn!(
+                        alarm,
+                        summary = item.history_summary().unwrap_or_default(),
+                        "unreadable alarm history item skipped"
+                    );
+                    continue;
+                };
+                reached_since |= since_ms.is_some_and(|s| transition.at_ms <= s);
+                out.push(transition);
+            }
+            match page.next_token() {
+                Some(t) if !reached_since && !t.is_empty() && Some(t) != token.as_deref() => {
+                    token = Some(t.to_string())
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends `ops.alarm_state_changed` for every transition of the listed `alarms` the log
+    /// does not hold yet, oldest first per alarm: from DescribeAlarmHistory, then whatever the
+    /// listing adds (the whole of it when history cannot be read; see the module docs).
+    /// Returns the events newly appended.
     #[instrument(skip_all, fields(sink = ALARM_SINK_NAME, alarms = alarms.len()), err)]
     pub async fn record_state_changes(
         &self,
@@ -290,54 +369,89 @@ impl CloudWatchAlarmSink {
     ) -> Result<Vec<RecordedEvent>, SinkError> {
         let mut recorded = self.recorded.lock().await;
         let mut appended = Vec::new();
+        // After one failure, the rest of this tick goes without history: an emulator without
+        // it should cost one failed call per tick, not one per alarm.
+        let mut history_readable = true;
         for alarm in alarms {
-            let Some(state) = alarm.state else { continue };
             let name = &alarm.spec.name;
-            let known = match recorded.get(name) {
+            let mut cursor = match recorded.get(name) {
                 Some(k) => Some(*k),
                 None => self.last_recorded(name).await?,
             };
-            // A new alarm starts in INSUFFICIENT_DATA; that is not a change.
-            let old_state = known.map_or(AlarmState::InsufficientData, |(s, _)| s);
-            if state == old_state {
-                recorded.insert(name.clone(), (state, alarm.state_updated_ms));
-                continue;
-            }
-            let updated_ms = alarm
-                .state_updated_ms
-                .unwrap_or_else(|| Utc::now().timestamp_millis());
-            let payload = EventPayload::AlarmStateChanged(AlarmStateChanged {
-                alarm_name: name.clone(),
-                old_state,
-                new_state: state,
-                reason: if alarm.state_reason.is_empty() {
-                    "no reason given".into()
-                } else {
-                    alarm.state_reason.clone()
-                },
-            });
-            payload.check().map_err(|e| {
-                SinkError::Permanent(format!("ops.alarm_state_changed for {name}: {e}"))
-            })?;
-            let occurred_at = Utc
-                .timestamp_millis_opt(updated_ms)
-                .single()
-                .unwrap_or_else(Utc::now);
-            let event = ValidatedEvent::from_payload(&payload, PRODUCER, occurred_at)
-                .with_idempotency_key(state_change_key(name, updated_ms));
-            let answer = self
-                .log
-                .append(vec![event])
-                .await
-                .map_err(|e| db_error("append ops.alarm_state_changed", e))?;
-            for a in answer {
-                if a.is_new() {
-                    appended.push(a.into_event());
+            let mut transitions = Vec::new();
+            let mut history_read = false;
+            if history_readable {
+                match self
+                    .state_history(name, cursor.and_then(|(_, at)| at))
+                    .await
+                {
+                    Ok(history) => {
+                        transitions = unrecorded_transitions(cursor, history);
+                        history_read = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(alarm = %name, error = %e, "alarm history unreadable; falling back to the listed states");
+                        history_readable = false;
+                    }
                 }
             }
-            recorded.insert(name.clone(), (state, Some(updated_ms)));
+            let after_history = transitions
+                .last()
+                .map(|t| (t.new_state, Some(t.at_ms)))
+                .or(cursor);
+            let now_ms = Utc::now().timestamp_millis();
+            transitions.extend(listed_transition(
+                alarm,
+                after_history,
+                history_read,
+                now_ms,
+            ));
+            for transition in transitions {
+                appended.extend(self.append_transition(name, &transition).await?);
+                cursor = Some((transition.new_state, Some(transition.at_ms)));
+            }
+            if let Some(c) = cursor {
+                recorded.insert(name.clone(), c);
+            }
         }
         Ok(appended)
+    }
+
+    /// Appends one transition as `ops.alarm_state_changed`, keyed by alarm name and transition
+    /// time. Returns the event when it is new (not when an earlier read already appended it).
+    async fn append_transition(
+        &self,
+        name: &str,
+        transition: &StateTransition,
+    ) -> Result<Option<RecordedEvent>, SinkError> {
+        let payload = EventPayload::AlarmStateChanged(AlarmStateChanged {
+            alarm_name: name.to_string(),
+            old_state: transition.old_state,
+            new_state: transition.new_state,
+            reason: if transition.reason.is_empty() {
+                "no reason given".into()
+            } else {
+                transition.reason.clone()
+            },
+        });
+        payload.check().map_err(|e| {
+            SinkError::Permanent(format!("ops.alarm_state_changed for {name}: {e}"))
+        })?;
+        let occurred_at = Utc
+            .timestamp_millis_opt(transition.at_ms)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let event = ValidatedEvent::from_payload(&payload, PRODUCER, occurred_at)
+            .with_idempotency_key(state_change_key(name, transition.at_ms));
+        let answer = self
+            .log
+            .append(vec![event])
+            .await
+            .map_err(|e| db_error("append ops.alarm_state_changed", e))?;
+        Ok(answer
+            .into_iter()
+            .find(|a| a.is_new())
+            .map(|a| a.into_event()))
     }
 }
 

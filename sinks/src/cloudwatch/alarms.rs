@@ -1,6 +1,7 @@
 //! The alarms there should be, as pure functions: deterministic names within CloudWatch's
-//! 255 characters, the specs derived from the read models and settings, and the plan that
-//! turns what CloudWatch has into what it should have.
+//! 255 characters, the specs derived from the read models and settings, the plan that
+//! turns what CloudWatch has into what it should have, and which state transitions (read from
+//! DescribeAlarmHistory, or implied by DescribeAlarms) the log does not hold yet.
 
 use super::config::CloudWatchSettings;
 use super::mapping::{DEAD_LETTERS, PROJECTION_LAG, RUN_FAILURE_RATE};
@@ -35,6 +36,92 @@ pub struct ExistingAlarm {
     pub state: Option<AlarmState>,
     pub state_reason: String,
     pub state_updated_ms: Option<i64>,
+}
+
+/// The last state change the log holds for one alarm: its new state and transition time
+/// (the event's `occurred_at`; `None` if that did not parse).
+pub type RecordedState = (AlarmState, Option<i64>);
+
+/// One state transition of an alarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateTransition {
+    /// When it happened, in milliseconds since the epoch: the idempotency key's timestamp.
+    pub at_ms: i64,
+    pub old_state: AlarmState,
+    pub new_state: AlarmState,
+    pub reason: String,
+}
+
+pub fn parse_alarm_state(s: &str) -> Option<AlarmState> {
+    match s {
+        "OK" => Some(AlarmState::Ok),
+        "ALARM" => Some(AlarmState::Alarm),
+        "INSUFFICIENT_DATA" => Some(AlarmState::InsufficientData),
+        _ => None,
+    }
+}
+
+/// The transition a `StateUpdate` history item describes, from its `HistoryData` JSON
+/// (`{"oldState": {"stateValue"}, "newState": {"stateValue", "stateReason"}}`) and its
+/// timestamp. `None` when the JSON does not say both states.
+pub fn parse_state_update(history_data: &str, at_ms: i64) -> Option<StateTransition> {
+    let data: serde_json::Value = serde_json::from_str(history_data).ok()?;
+    let state = |side: &str| {
+        data.get(side)?
+            .get("stateValue")?
+            .as_str()
+            .and_then(parse_alarm_state)
+    };
+    Some(StateTransition {
+        at_ms,
+        old_state: state("oldState")?,
+        new_state: state("newState")?,
+        reason: data["newState"]["stateReason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+/// The history transitions the log does not hold yet, oldest first: those after the last
+/// recorded transition time (all of them when nothing is recorded). The sort is stable, so
+/// items an emulator returns in one millisecond keep their order.
+pub fn unrecorded_transitions(
+    recorded: Option<RecordedState>,
+    mut history: Vec<StateTransition>,
+) -> Vec<StateTransition> {
+    let since = recorded.and_then(|(_, at)| at);
+    history.retain(|t| t.old_state != t.new_state && since.is_none_or(|s| t.at_ms > s));
+    history.sort_by_key(|t| t.at_ms);
+    history
+}
+
+/// The transition DescribeAlarms implies for `alarm` beyond `recorded`: its listed state when
+/// that differs from the last recorded one. When history was read (`history_read`), a listed
+/// state no newer than the last recorded transition is already covered by it (history was
+/// read after the listing) and implies nothing.
+pub fn listed_transition(
+    alarm: &ExistingAlarm,
+    recorded: Option<RecordedState>,
+    history_read: bool,
+    now_ms: i64,
+) -> Option<StateTransition> {
+    let new_state = alarm.state?;
+    // A new alarm starts in INSUFFICIENT_DATA; that is not a change.
+    let old_state = recorded.map_or(AlarmState::InsufficientData, |(s, _)| s);
+    if new_state == old_state {
+        return None;
+    }
+    let at_ms = alarm.state_updated_ms.unwrap_or(now_ms);
+    if history_read && recorded.and_then(|(_, at)| at).is_some_and(|r| at_ms <= r) {
+        return None;
+    }
+    Some(StateTransition {
+        at_ms,
+        old_state,
+        new_state,
+        reason: alarm.state_reason.clone(),
+    })
 }
 
 /// 64-bit FNV-1a: a stable short fingerprint for names that must be cut.
@@ -77,7 +164,8 @@ pub fn dead_letters_alarm_name(settings: &CloudWatchSettings) -> String {
     )
 }
 
-/// The idempotency key of one state change: alarm name and state-update time.
+/// The idempotency key of one state change: alarm name and transition time (DescribeAlarms'
+/// `StateUpdatedTimestamp`, or the `StateUpdate` history item's `Timestamp`).
 pub fn state_change_key(alarm_name: &str, state_updated_ms: i64) -> String {
     fit_name(
         &format!("cloudwatch-alarm:{alarm_name}@{state_updated_ms}"),
@@ -226,6 +314,86 @@ mod tests {
         let key = state_change_key(&a, 1_764_000_000_000);
         assert!(key.len() <= MAX_KEY_LEN);
         assert_ne!(key, state_change_key(&a, 1_764_000_000_001));
+    }
+
+    fn flip(at_ms: i64, old_state: AlarmState, new_state: AlarmState) -> StateTransition {
+        StateTransition {
+            at_ms,
+            old_state,
+            new_state,
+            reason: format!("r{at_ms}"),
+        }
+    }
+
+    #[test]
+    fn a_state_update_history_item_parses_into_a_transition() {
+        let data = r#"{"version": "1.0", "oldState": {"stateValue": "OK", "stateReason": "fine"},
+            "newState": {"stateValue": "ALARM", "stateReason": "Threshold Crossed", "stateReasonData": null}}"#;
+        assert_eq!(
+            parse_state_update(data, 7),
+            Some(StateTransition {
+                at_ms: 7,
+                old_state: AlarmState::Ok,
+                new_state: AlarmState::Alarm,
+                reason: "Threshold Crossed".into(),
+            })
+        );
+        assert_eq!(
+            parse_state_update(r#"{"newState": {"stateValue": "OK"}}"#, 7),
+            None
+        );
+        assert_eq!(parse_state_update("not json", 7), None);
+    }
+
+    #[test]
+    fn only_transitions_after_the_last_recorded_one_are_unrecorded_oldest_first() {
+        use AlarmState::{Alarm, InsufficientData, Ok};
+        let history = vec![
+            flip(40, Alarm, Ok),
+            flip(10, InsufficientData, Ok),
+            flip(50, Ok, Alarm),
+            flip(20, Ok, Alarm),
+        ];
+        let all = unrecorded_transitions(None, history.clone());
+        let at: Vec<i64> = all.iter().map(|t| t.at_ms).collect();
+        assert_eq!(at, vec![10, 20, 40, 50]);
+        let after = unrecorded_transitions(Some((Alarm, Some(20))), history.clone());
+        let at: Vec<i64> = after.iter().map(|t| t.at_ms).collect();
+        assert_eq!(at, vec![40, 50]);
+        assert!(unrecorded_transitions(Some((Alarm, Some(50))), history).is_empty());
+    }
+
+    #[test]
+    fn the_listed_state_adds_a_transition_only_when_history_has_not_covered_it() {
+        let spec = desired_alarms(&settings(), &[]).remove(0);
+        let listed = ExistingAlarm {
+            state: Some(AlarmState::Alarm),
+            state_reason: "crossed".into(),
+            state_updated_ms: Some(100),
+            ..existing_of(&spec)
+        };
+        // Without history (unreadable): any change from the recorded state.
+        let t = listed_transition(&listed, Some((AlarmState::Ok, Some(150))), false, 0);
+        assert_eq!(
+            t.map(|t| (t.old_state, t.at_ms)),
+            Some((AlarmState::Ok, 100))
+        );
+        // With history: only a listing newer than what history recorded.
+        assert_eq!(
+            listed_transition(&listed, Some((AlarmState::Ok, Some(150))), true, 0),
+            None
+        );
+        assert!(listed_transition(&listed, Some((AlarmState::Ok, Some(90))), true, 0).is_some());
+        assert_eq!(
+            listed_transition(&listed, Some((AlarmState::Alarm, Some(90))), false, 0),
+            None
+        );
+        // A new alarm in INSUFFICIENT_DATA is no change.
+        let fresh = ExistingAlarm {
+            state: Some(AlarmState::InsufficientData),
+            ..listed
+        };
+        assert_eq!(listed_transition(&fresh, None, false, 0), None);
     }
 
     #[test]
