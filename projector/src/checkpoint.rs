@@ -4,7 +4,8 @@
 use crate::db::{ReadDb, ReadTx};
 use crate::docs::{Docs, DocsError, TableDef};
 use crate::projection::Projection;
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::store::TypedEvent;
+use eventlog::{EventPayload, RecordedEvent, ValidationError};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -157,12 +158,23 @@ pub fn decode_all(events: Vec<RecordedEvent>) -> Vec<Decoded> {
     events
         .into_iter()
         .map(|e| {
-            let typed = e
-                .typed()
-                .map_err(|err| format!("payload does not match the catalogue: {err}"));
+            let typed = e.typed().map_err(not_in_catalogue);
             (e, typed)
         })
         .collect()
+}
+
+/// Pairs events of [`EventLog::scan_typed`](eventlog::EventLog::scan_typed), already typed by
+/// the store, as [`decode_all`] pairs those of `read_all`.
+pub fn decode_scanned(events: Vec<TypedEvent>) -> Vec<Decoded> {
+    events
+        .into_iter()
+        .map(|(e, typed)| (e, typed.map_err(not_in_catalogue)))
+        .collect()
+}
+
+fn not_in_catalogue(err: ValidationError) -> String {
+    format!("payload does not match the catalogue: {err}")
 }
 
 /// Applies events to one projection's documents and writes them back: the step every runner,

@@ -4,7 +4,9 @@
 //! new generation at its next batch and continues from the rebuilt checkpoint. A rebuild only
 //! writes read-model tables; sinks keep their own checkpoints, so no side effect fires again.
 
-use crate::checkpoint::{self, apply_step, decode_all, now_text, read_checkpoint, StepError};
+use crate::checkpoint::{
+    self, apply_step, decode_all, decode_scanned, now_text, read_checkpoint, StepError,
+};
 use crate::db::ReadDb;
 use crate::docs::Docs;
 use crate::projection::Projection;
@@ -87,12 +89,20 @@ pub async fn rebuild_all(
     let mut position = 0i64;
     let mut events_done = 0u64;
     let mut head = log.head().await?;
+    // The scan reads and decodes ahead while batches are folded, in pages of its own size; a
+    // batch (one transaction) gathers pages.
+    let mut scan = log.scan_typed(position, REBUILD_BATCH);
     loop {
-        let events = log.read_all(position, REBUILD_BATCH).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        let mut decoded = Vec::with_capacity(REBUILD_BATCH);
+        while decoded.len() < REBUILD_BATCH {
+            match scan.next().await {
+                Some(page) => decoded.extend(decode_scanned(page?)),
+                None => break,
+            }
+        }
+        let Some(last) = decoded.last().map(|(e, _)| e.position) else {
             break;
         };
-        let decoded = decode_all(events);
         let refs: Vec<&checkpoint::Decoded> = decoded.iter().collect();
         'batch: loop {
             let mut tx = db.begin_write().await?;
@@ -125,6 +135,7 @@ pub async fn rebuild_all(
             elapsed_s: started.elapsed().as_secs_f64(),
         });
     }
+    drop(scan);
 
     // The swap: catch up with whatever arrived meanwhile, then replace the live tables and the
     // checkpoints in one transaction, so readers see the old models until it commits.

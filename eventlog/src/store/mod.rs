@@ -3,9 +3,11 @@
 
 mod group_commit;
 pub mod postgres;
+mod scan;
 pub mod sqlite;
 
 pub use group_commit::MAX_GROUP_EVENTS;
+pub use scan::{TypedEvent, TypedScan};
 
 use crate::envelope::{RecordedEvent, StoredRow, ValidatedEvent};
 use async_trait::async_trait;
@@ -93,6 +95,18 @@ pub trait EventLog: Send + Sync + 'static {
         after_position: i64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Every event with `position > after_position` to the end of the log, in position order,
+    /// in batches of at most `limit` (a store may choose smaller ones), each with its typed
+    /// payload: the read path of a fold over the whole log, such as a rebuild. The scan ends at
+    /// the first read that finds nothing more.
+    ///
+    /// Events come as `read_all` gives them, except that `RecordedEvent::payload` is
+    /// `Value::Null` where the typed payload was parsed straight from the stored text: a fold
+    /// reads the typed payload. The stores read ahead of the caller and decode off its task.
+    fn scan_typed(&self, after_position: i64, limit: usize) -> TypedScan<'_> {
+        scan::scan_by_pages(self, after_position, limit)
+    }
 
     /// Events of one stream with `stream_version > after_version`, in order, at most `limit`.
     async fn read_stream(

@@ -7,14 +7,16 @@
 //! pool; WAL lets them read while the writer writes.
 
 use super::group_commit::{self, AppendRequest, GroupWriter};
+use super::scan::{self, PageReader, RawEvent, RawPage, TypedEvent, TypedScan};
 use super::{AppendTx, Appended, EventLog, StoreError};
 use crate::envelope::{RecordedEvent, StoredRow, ValidatedEvent};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,9 +34,17 @@ const ROWS_PER_INSERT: usize = 1_000;
 const KEYS_PER_LOOKUP: usize = 10_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CONNECTIONS: u32 = 4;
+/// Events per page of a scan: a page's packed text (~0.4 KB an event) stays small enough for
+/// the CPU caches; measured ~10% faster than pages of 10,000.
+const SCAN_PAGE_ROWS: usize = 2_000;
+/// The scan's own connection maps this much of the file, so SQLite reads pages in place instead
+/// of copying each through `pread` (measured ~10% faster on a 550 MB log).
+const SCAN_MMAP_BYTES: u64 = 1 << 30;
 
 pub struct SqliteEventLog {
     read_pool: SqlitePool,
+    /// Scans open a connection of their own with these options (see [`SqliteScan`]).
+    scan_options: SqliteConnectOptions,
     /// `None` once closed; appenders holding the read lock finish enqueuing before close takes it.
     queue: RwLock<Option<mpsc::Sender<AppendRequest>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -62,6 +72,9 @@ impl SqliteEventLog {
         if migrate {
             MIGRATOR.run(&write_pool).await?;
         }
+        let scan_options = options
+            .clone()
+            .pragma("mmap_size", SCAN_MMAP_BYTES.to_string());
         let read_pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(options.read_only(false))
@@ -79,6 +92,7 @@ impl SqliteEventLog {
         let (queue, handle) = group_commit::spawn(writer, head_tx);
         Ok(Self {
             read_pool,
+            scan_options,
             queue: RwLock::new(Some(queue)),
             writer: Mutex::new(Some(handle)),
             head_rx,
@@ -151,6 +165,15 @@ impl EventLog for SqliteEventLog {
         decode(rows)
     }
 
+    fn scan_typed(&self, after_position: i64, limit: usize) -> TypedScan<'_> {
+        let reader = SqliteScan {
+            options: self.scan_options.clone(),
+            conn: None,
+            page_rows: limit.clamp(1, SCAN_PAGE_ROWS),
+        };
+        scan::read_ahead(after_position, reader)
+    }
+
     async fn read_stream(
         &self,
         stream: &str,
@@ -200,6 +223,149 @@ impl EventLog for SqliteEventLog {
             let _ = handle.await;
         }
     }
+}
+
+/// One page of a scan as one text value. sqlx hands each column of each row over from SQLite's
+/// worker thread as a copied value through a channel: at 13 columns that costs several
+/// microseconds an event, more than the fold. Packing the page in SQL costs ~1.5 µs an event and
+/// one hand-over a page. Each event is packed as `position schema_version stream_version` and
+/// the byte lengths of its 10 text columns (-1 for NULL), each followed by a space, then those
+/// texts: lengths rather than separators, so no text can be taken for the next.
+const SCAN_PAGE_SQL: &str = "SELECT count(*), max(position), group_concat(\
+    position || ' ' || schema_version || ' ' || stream_version || ' ' || \
+    octet_length(event_id) || ' ' || octet_length(event_type) || ' ' || octet_length(stream) || ' ' || \
+    coalesce(octet_length(idempotency_key), -1) || ' ' || coalesce(octet_length(correlation_id), -1) || ' ' || \
+    coalesce(octet_length(causation_id), -1) || ' ' || coalesce(octet_length(producer), -1) || ' ' || \
+    octet_length(occurred_at) || ' ' || octet_length(recorded_at) || ' ' || octet_length(payload) || ' ' || \
+    event_id || event_type || stream || coalesce(idempotency_key, '') || coalesce(correlation_id, '') || \
+    coalesce(causation_id, '') || coalesce(producer, '') || occurred_at || recorded_at || payload, '') \
+    FROM (SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?)";
+
+/// Reads a scan's pages on a connection of its own, opened on the first read: a long scan
+/// neither holds one of the readers' connections nor changes their settings.
+struct SqliteScan {
+    options: SqliteConnectOptions,
+    conn: Option<SqliteConnection>,
+    page_rows: usize,
+}
+
+impl PageReader for SqliteScan {
+    type Page = PackedPage;
+
+    async fn read_page(&mut self, after_position: i64) -> Result<PackedPage, StoreError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(self.options.connect().await?),
+        };
+        let (rows, last_position, text): (i64, Option<i64>, Option<String>) =
+            sqlx::query_as(SCAN_PAGE_SQL)
+                .bind(after_position)
+                .bind(self.page_rows as i64)
+                .fetch_one(conn)
+                .await?;
+        Ok(PackedPage {
+            rows: rows as usize,
+            last_position,
+            text: text.unwrap_or_default(),
+        })
+    }
+}
+
+struct PackedPage {
+    rows: usize,
+    last_position: Option<i64>,
+    text: String,
+}
+
+impl RawPage for PackedPage {
+    fn last_position(&self) -> Option<i64> {
+        self.last_position
+    }
+
+    fn decode(self) -> Result<Vec<TypedEvent>, StoreError> {
+        let mut events = Vec::with_capacity(self.rows);
+        let mut rest = self.text.as_str();
+        while !rest.is_empty() {
+            let (event, tail) = unpack_event(rest)?;
+            events.push(event.into_typed()?);
+            rest = tail;
+        }
+        if events.len() != self.rows {
+            return Err(StoreError::Corrupt {
+                position: self.last_position.unwrap_or_default(),
+                what: format!(
+                    "a scan page of {} events unpacked as {}",
+                    self.rows,
+                    events.len()
+                ),
+            });
+        }
+        // `group_concat` keeps the order of the subquery in practice, but SQLite does not
+        // promise it.
+        if !events.is_sorted_by_key(|(e, _)| e.position) {
+            events.sort_by_key(|(e, _)| e.position);
+        }
+        Ok(events)
+    }
+}
+
+/// Unpacks the first event of a packed page (see [`SCAN_PAGE_SQL`]); returns the rest.
+fn unpack_event(packed: &str) -> Result<(RawEvent<'_>, &str), StoreError> {
+    let mut rest = packed;
+    let mut numbers = [0i64; 13];
+    for n in &mut numbers {
+        let parsed = rest
+            .split_once(' ')
+            .and_then(|(digits, tail)| Some((digits.parse().ok()?, tail)));
+        let Some((value, tail)) = parsed else {
+            return Err(StoreError::Corrupt {
+                position: numbers[0],
+                what: "a scan page does not unpack".into(),
+            });
+        };
+        (*n, rest) = (value, tail);
+    }
+    let position = numbers[0];
+    let mut texts: [Option<&str>; 10] = [None; 10];
+    for (text, &len) in texts.iter_mut().zip(&numbers[3..]) {
+        if len < 0 {
+            continue;
+        }
+        let len = len as usize;
+        match (rest.get(..len), rest.get(len..)) {
+            (Some(head), Some(tail)) => (*text, rest) = (Some(head), tail),
+            _ => {
+                return Err(StoreError::Corrupt {
+                    position,
+                    what: "a scan page does not unpack".into(),
+                })
+            }
+        }
+    }
+    fn required(text: Option<&str>, position: i64) -> Result<&str, StoreError> {
+        text.ok_or_else(|| StoreError::Corrupt {
+            position,
+            what: "a required column is NULL".into(),
+        })
+    }
+    let [event_id, event_type, stream, idempotency_key, correlation_id, causation_id, producer, occurred_at, recorded_at, payload] =
+        texts;
+    let event = RawEvent {
+        position,
+        event_id: required(event_id, position)?,
+        event_type: required(event_type, position)?,
+        schema_version: numbers[1],
+        stream: required(stream, position)?,
+        stream_version: numbers[2],
+        idempotency_key,
+        correlation_id,
+        causation_id,
+        producer,
+        occurred_at: required(occurred_at, position)?,
+        recorded_at: required(recorded_at, position)?,
+        payload: required(payload, position)?,
+    };
+    Ok((event, rest))
 }
 
 /// The writer's connection; re-acquired after an error so a broken connection heals.
