@@ -67,6 +67,8 @@ pub enum BenchKind {
     MoneyHud(crate::bench_read::HudQualityArgs),
     /// Load-test executor rate accuracy against the simulated provider.
     Executor(crate::bench_executor::ExecutorArgs),
+    /// Action-log visibility latency at a publish rate, and CloudWatch delivery throughput.
+    Sinks(crate::bench_sinks::SinksArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +103,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchKind::MoneyHudQuery(args) => crate::bench_read::hud_query(args).await,
         BenchKind::MoneyHud(args) => crate::bench_read::hud_quality(args),
         BenchKind::Executor(args) => crate::bench_executor::run(args).await,
+        BenchKind::Sinks(args) => crate::bench_sinks::run(args).await,
     }
 }
 

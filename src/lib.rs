@@ -11,6 +11,7 @@ pub mod app;
 pub mod bench;
 pub mod bench_executor;
 pub mod bench_read;
+pub mod bench_sinks;
 pub mod cli;
 pub mod config;
 pub mod demo;
