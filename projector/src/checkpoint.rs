@@ -96,7 +96,7 @@ pub async fn advance(
 
 pub async fn table_exists(tx: &mut ReadTx, name: &str) -> Result<bool, sqlx::Error> {
     let sql = match tx {
-        ReadTx::Sqlite(_) => {
+        ReadTx::Sqlite(..) => {
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
         }
         ReadTx::Postgres(_) => {

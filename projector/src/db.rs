@@ -16,7 +16,12 @@ pub enum ReadDb {
 
 /// One transaction on either backend.
 pub enum ReadTx {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// On SQLite a write transaction also holds its turn at the file's in-process write gate
+    /// (`eventlog::store::sqlite::write_gate`) until it ends.
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        Option<tokio::sync::OwnedMutexGuard<()>>,
+    ),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -86,7 +91,7 @@ macro_rules! on_db {
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
         match $tx {
-            $crate::db::ReadTx::Sqlite(tx) => {
+            $crate::db::ReadTx::Sqlite(tx, _) => {
                 let $conn = &mut **tx;
                 $body
             }
@@ -146,7 +151,11 @@ impl ReadDb {
     /// the log's writer committed in between, instead of waiting its turn.
     pub async fn begin_write(&self) -> Result<ReadTx, sqlx::Error> {
         Ok(match self {
-            ReadDb::Sqlite(pool) => ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            ReadDb::Sqlite(pool) => {
+                let gate = eventlog::store::sqlite::write_gate(&pool.connect_options());
+                let turn = gate.lock_owned().await;
+                ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?, Some(turn))
+            }
             ReadDb::Postgres(pool) => ReadTx::Postgres(pool.begin().await?),
         })
     }
@@ -155,7 +164,7 @@ impl ReadDb {
     /// vouches for come from the same moment.
     pub async fn begin_read(&self) -> Result<ReadTx, sqlx::Error> {
         Ok(match self {
-            ReadDb::Sqlite(pool) => ReadTx::Sqlite(pool.begin().await?),
+            ReadDb::Sqlite(pool) => ReadTx::Sqlite(pool.begin().await?, None),
             ReadDb::Postgres(pool) => ReadTx::Postgres(
                 pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .await?,
@@ -167,7 +176,7 @@ impl ReadDb {
 impl ReadTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            ReadTx::Sqlite(tx) => tx.commit().await,
+            ReadTx::Sqlite(tx, _turn) => tx.commit().await,
             ReadTx::Postgres(tx) => tx.commit().await,
         }
     }

@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Mutex, RwLock};
 use tokio::task::JoinHandle;
@@ -49,6 +50,28 @@ pub struct SqliteEventLog {
     queue: RwLock<Option<mpsc::Sender<AppendRequest>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     head_rx: watch::Receiver<i64>,
+}
+
+/// The in-process gate every writer to one SQLite file passes before `BEGIN IMMEDIATE`: the
+/// log's group-commit writer, the projector and the sinks. SQLite has one write lock per file,
+/// and a writer that finds it taken waits in SQLite's busy handler, which sleeps in growing steps
+/// (1, 2, 5 … 100 ms) and retries. Under a steady stream of single-event appends the log's
+/// writer holds the lock most of the time, so the others kept losing those retries and fell
+/// behind by seconds. Queuing in-process writers on a FIFO mutex first makes them take turns;
+/// the busy handler is left for writers in other processes.
+pub fn write_gate(options: &SqliteConnectOptions) -> Arc<tokio::sync::Mutex<()>> {
+    static GATES: std::sync::OnceLock<
+        std::sync::Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let file = options.get_filename();
+    let key = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    GATES
+        .get_or_init(Default::default)
+        .lock()
+        .expect("write gates poisoned")
+        .entry(key)
+        .or_default()
+        .clone()
 }
 
 /// Connection options every connection to the file shares.
@@ -88,6 +111,8 @@ impl SqliteEventLog {
         let writer = SqliteGroupWriter {
             pool: write_pool,
             conn: None,
+            gate: write_gate(&scan_options),
+            turn: None,
         };
         let (queue, handle) = group_commit::spawn(writer, head_tx);
         Ok(Self {
@@ -372,6 +397,9 @@ fn unpack_event(packed: &str) -> Result<(RawEvent<'_>, &str), StoreError> {
 struct SqliteGroupWriter {
     pool: SqlitePool,
     conn: Option<PoolConnection<Sqlite>>,
+    /// This file's [`write_gate`], held from `BEGIN IMMEDIATE` to `COMMIT`/`ROLLBACK`.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl SqliteGroupWriter {
@@ -386,6 +414,9 @@ impl GroupWriter for SqliteGroupWriter {
         if self.conn.is_none() {
             self.conn = Some(self.pool.acquire().await?);
         }
+        if self.turn.is_none() {
+            self.turn = Some(self.gate.clone().lock_owned().await);
+        }
         let conn = self.conn();
         sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
         sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
@@ -394,10 +425,14 @@ impl GroupWriter for SqliteGroupWriter {
     }
 
     async fn commit(&mut self, _last_position: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("COMMIT")
+        let committed = sqlx::query("COMMIT")
             .execute(&mut **self.conn())
             .await
-            .map(|_| ())
+            .map(|_| ());
+        if committed.is_ok() {
+            self.turn = None;
+        }
+        committed
     }
 
     async fn abandon(&mut self) {
@@ -406,6 +441,7 @@ impl GroupWriter for SqliteGroupWriter {
             // Detaching closes the connection instead of handing a possibly broken one back.
             drop(conn.detach());
         }
+        self.turn = None;
     }
 }
 
