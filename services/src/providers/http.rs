@@ -204,7 +204,7 @@ fn parse_answer(body: &[u8]) -> Result<DispatchAnswer, String> {
 /// reqwest's top-level message ("error sending request") hides the cause; the chain of sources
 /// says what actually happened (e.g. "Connection refused"). The URL is left out: the config
 /// already names it.
-fn error_chain(error: &reqwest::Error) -> String {
+pub(crate) fn error_chain(error: &reqwest::Error) -> String {
     let mut message = error.to_string();
     if let Some(url) = error.url() {
         message = message.replace(&format!(" for url ({url})"), "");

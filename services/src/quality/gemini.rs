@@ -33,7 +33,7 @@ use eventlog::catalogue::Evaluator;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::error::Error as StdError;
+use crate::providers::http::error_chain;
 use std::fmt;
 use std::time::Duration;
 use tracing::{debug, instrument};
@@ -403,22 +403,6 @@ fn retry_delay(bytes: &[u8]) -> Option<Duration> {
         .as_array()?
         .iter()
         .find_map(|d| d["retryDelay"].as_str().and_then(retry::parse_retry_delay))
-}
-
-/// reqwest's top-level message hides the cause; the chain says what happened. The URL is left
-/// out: the config already names it.
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut message = error.to_string();
-    if let Some(url) = error.url() {
-        message = message.replace(&format!(" for url ({url})"), "");
-    }
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
