@@ -4,7 +4,7 @@
 use super::runner::{self, ItemWork, RunOutcome};
 use super::stream::{self, read_run, RunState};
 use crate::providers::Provider;
-use crate::routing::service::read_variant;
+use crate::variants::service::read_variant;
 use chrono::Utc;
 use eventlog::catalogue::{
     BenchmarkInput, BenchmarkItemCreated, BenchmarkRunCreated, EventPayload,

@@ -3,10 +3,11 @@
 use super::runner::{self, RunnerCommand};
 use crate::executor::engine::{self, EngineOptions, RunEnded, RunSpec};
 use crate::providers::{DispatchInput, Provider};
+use crate::variants::service::read_variant;
 use chrono::Utc;
 use eventlog::catalogue::{
     self, EventPayload, Executor, RunCancelled, RunCreated, RunMode, RunStarted, RunnerFallback,
-    Stage, StopConditions, VariantRegistered,
+    Stage, StopConditions,
 };
 use eventlog::ids::VariantId;
 use eventlog::{EventLog, RecordedEvent, StoreError, ValidatedEvent, ValidationError};
@@ -225,13 +226,6 @@ impl RunStream {
     }
 }
 
-/// What a variant's stream says.
-#[derive(Debug, Default)]
-struct VariantStream {
-    registered: Option<VariantRegistered>,
-    retired: Option<String>,
-}
-
 impl LoadTestService {
     pub fn new(
         log: Arc<dyn EventLog>,
@@ -300,7 +294,7 @@ impl LoadTestService {
             .check()
             .map_err(LoadTestError::Invalid)?;
 
-        let variant = self.read_variant(&run.variant_id).await?;
+        let variant = read_variant(self.inner.log.as_ref(), &run.variant_id).await?;
         let Some(registered) = variant.registered else {
             return Err(LoadTestError::VariantNotRegistered {
                 variant_id: run.variant_id,
@@ -861,35 +855,6 @@ impl LoadTestService {
             }
             if page.len() < STREAM_PAGE {
                 return Ok(());
-            }
-        }
-    }
-
-    async fn read_variant(&self, variant_id: &str) -> Result<VariantStream, StoreError> {
-        let stream_name = format!("variant-{variant_id}");
-        let mut folded = VariantStream::default();
-        let mut version = 0;
-        loop {
-            let page = self
-                .inner
-                .log
-                .read_stream(&stream_name, version, STREAM_PAGE)
-                .await?;
-            for event in &page {
-                version = event.stream_version;
-                match event.typed().map_err(|e| StoreError::Corrupt {
-                    position: event.position,
-                    what: e.to_string(),
-                })? {
-                    EventPayload::VariantRegistered(p) => folded.registered = Some(p),
-                    EventPayload::VariantRetired(p) if folded.retired.is_none() => {
-                        folded.retired = Some(p.reason);
-                    }
-                    _ => {}
-                }
-            }
-            if page.len() < STREAM_PAGE {
-                return Ok(folded);
             }
         }
     }

@@ -31,10 +31,9 @@
 //! acting on the same version cannot both win, and the loser learns the current version. The
 //! service never retries on the caller's behalf: the caller decided on a version that is gone.
 
+use crate::variants::service::read_variant;
 use chrono::Utc;
-use eventlog::catalogue::{
-    self, BindingApplied, BindingRolledBack, EventPayload, Evidence, VariantRegistered,
-};
+use eventlog::catalogue::{self, BindingApplied, BindingRolledBack, EventPayload, Evidence};
 use eventlog::ids::VariantId;
 use eventlog::{EventLog, RecordedEvent, StoreError, ValidatedEvent, ValidationError};
 use std::sync::Arc;
@@ -180,39 +179,6 @@ impl ScopeStream {
     /// The variant a rollback would restore.
     fn rollback_target(&self) -> Option<&String> {
         self.stack.len().checked_sub(2).map(|i| &self.stack[i])
-    }
-}
-
-/// What a variant's stream says.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct VariantState {
-    pub registered: Option<VariantRegistered>,
-    pub retired: Option<String>,
-}
-
-/// Folds a variant's stream `variant-{id}`: its registration and its first retirement.
-pub(crate) async fn read_variant(
-    log: &dyn EventLog,
-    variant_id: &str,
-) -> Result<VariantState, StoreError> {
-    let stream = format!("variant-{variant_id}");
-    let mut state = VariantState::default();
-    let mut version = 0;
-    loop {
-        let page = log.read_stream(&stream, version, STREAM_PAGE).await?;
-        for event in &page {
-            version = event.stream_version;
-            match event.typed().map_err(|e| corrupt(event, e))? {
-                EventPayload::VariantRegistered(p) => state.registered = Some(p),
-                EventPayload::VariantRetired(p) if state.retired.is_none() => {
-                    state.retired = Some(p.reason)
-                }
-                _ => {}
-            }
-        }
-        if page.len() < STREAM_PAGE {
-            return Ok(state);
-        }
     }
 }
 

@@ -287,6 +287,43 @@ fn check(payload: &EventPayload) -> Result<(), RegistryError> {
     })
 }
 
+/// What a variant's stream says.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct VariantState {
+    pub registered: Option<VariantRegistered>,
+    pub retired: Option<String>,
+}
+
+/// Folds a variant's stream `variant-{id}`: its registration and its first retirement. The
+/// commands that name a variant (load-test runs, benchmark matrices, routing) decide from it.
+pub(crate) async fn read_variant(
+    log: &dyn EventLog,
+    variant_id: &str,
+) -> Result<VariantState, StoreError> {
+    let stream = format!("variant-{variant_id}");
+    let mut state = VariantState::default();
+    let mut version = 0;
+    loop {
+        let page = log.read_stream(&stream, version, STREAM_PAGE).await?;
+        for event in &page {
+            version = event.stream_version;
+            match event.typed().map_err(|e| StoreError::Corrupt {
+                position: event.position,
+                what: e.to_string(),
+            })? {
+                EventPayload::VariantRegistered(p) => state.registered = Some(p),
+                EventPayload::VariantRetired(p) if state.retired.is_none() => {
+                    state.retired = Some(p.reason)
+                }
+                _ => {}
+            }
+        }
+        if page.len() < STREAM_PAGE {
+            return Ok(state);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
