@@ -379,7 +379,10 @@ async fn scenario(api: &Api, args: &DemoArgs) -> Result<()> {
                 Some([]) | None => "yes".to_string(),
                 Some(why) => format!(
                     "no: {}",
-                    why.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")
+                    why.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             }
         );

@@ -28,12 +28,12 @@ use super::evaluator::{
 use super::gemini_protocol::{self, parse_verdict, GenerateContentResponse, SAFETY_FINISH_REASONS};
 use super::heuristic::HeuristicEvaluator;
 use super::retry::{self, RetryPolicy};
+use crate::providers::http::error_chain;
 use crate::quality::config::QualityConfigError;
 use eventlog::catalogue::Evaluator;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
-use crate::providers::http::error_chain;
 use std::fmt;
 use std::time::Duration;
 use tracing::{debug, instrument};
