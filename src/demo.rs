@@ -408,24 +408,46 @@ async fn scenario(api: &Api, args: &DemoArgs) -> Result<()> {
                "expected_version": expected_version, "reason": reason,
                "evidence": {"benchmark_run_id": bm}})
     };
-    let v1 = api
-        .command("/routing/apply", apply(&winner, 0, "Money HUD winner"))
+    // The scope may already have a binding (the demo ran on this log before): start from it.
+    let bindings = api
+        .query(&format!(
+            "/routing/bindings?effect_revision_id={EFFECT_REVISION}&stage={STAGE}&min_position={price_position}"
+        ))
         .await?;
-    let v2 = api
+    let current = bindings["bindings"].as_array().and_then(|b| b.first());
+    let mut version = current.and_then(|b| b["version"].as_i64()).unwrap_or(0);
+    let active = current
+        .and_then(|b| b["variant_id"].as_str())
+        .map(str::to_string);
+    let mut steps = Vec::new();
+    if active.as_deref() != Some(winner.as_str()) {
+        let answer = api
+            .command(
+                "/routing/apply",
+                apply(&winner, version, "Money HUD winner"),
+            )
+            .await?;
+        version += 1;
+        steps.push(("apply", answer));
+    }
+    let answer = api
         .command(
             "/routing/apply",
-            apply(&premium, 1, "try the premium provider"),
+            apply(&premium, version, "try the premium provider"),
         )
         .await?;
-    let v3 = api
+    version += 1;
+    steps.push(("apply", answer));
+    let answer = api
         .command(
             "/routing/rollback",
-            json!({"effect_revision_id": EFFECT_REVISION, "stage": STAGE, "expected_version": 2,
+            json!({"effect_revision_id": EFFECT_REVISION, "stage": STAGE, "expected_version": version,
                    "reason": "premium costs more than it earns"}),
         )
         .await?;
+    steps.push(("rollback", answer));
     println!("\n6. routing {EFFECT_REVISION}/{STAGE}:");
-    for (what, answer) in [("apply", &v1), ("apply", &v2), ("rollback", &v3)] {
+    for (what, answer) in &steps {
         println!(
             "   {what:<8} → version {} on {}",
             answer["binding"]["version"],
@@ -439,7 +461,7 @@ async fn scenario(api: &Api, args: &DemoArgs) -> Result<()> {
                 .bearer_auth(&api.admin)
                 .json(
                     &json!({"effect_revision_id": EFFECT_REVISION, "stage": STAGE,
-                              "expected_version": 2, "reason": "stale"}),
+                              "expected_version": version, "reason": "stale"}),
                 ),
         )
         .await?;
