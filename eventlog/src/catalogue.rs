@@ -473,6 +473,24 @@ macro_rules! catalogue {
                 }
             }
 
+            /// Parses a payload of the current schema version of `event_type` straight from its
+            /// JSON text, without an intermediate `Value` (the log's rebuild scan). `None` for an
+            /// unknown type or a text that is not a JSON object (which [`Self::parse`] refuses
+            /// and a struct would accept as an array); an `Err` gives no field path, so callers
+            /// that report errors take the `Value` path.
+            pub fn parse_text(
+                event_type: &str,
+                text: &str,
+            ) -> Option<Result<Self, serde_json::Error>> {
+                if !text.trim_start().starts_with('{') {
+                    return None;
+                }
+                match event_type {
+                    $( $name => Some(serde_json::from_str::<$ty>(text).map(Self::$variant)), )*
+                    _ => None,
+                }
+            }
+
             pub fn event_type(&self) -> &'static str {
                 match self {
                     $( Self::$variant(_) => $name, )*

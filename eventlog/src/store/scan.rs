@@ -8,7 +8,7 @@
 //! background task and decode on the blocking pool, so reading, decoding and folding overlap.
 
 use super::StoreError;
-use crate::catalogue::{self, EventPayload};
+use crate::catalogue::EventPayload;
 use crate::envelope::{RecordedEvent, StoredRow};
 use crate::upcast;
 use crate::validation::ValidationError;
@@ -124,7 +124,7 @@ impl RawEvent<'_> {
 }
 
 /// Parses a payload of the current schema version of `event_type` from its JSON text. `None`
-/// for a type this function does not know (the caller then takes the `Value` path). Where it
+/// for a type the catalogue does not know (the caller then takes the `Value` path). Where it
 /// succeeds it gives what [`EventPayload::parse`] gives for the same text parsed into a `Value`:
 /// the same serde derive reads the same JSON, and stored payloads have no duplicate keys (they
 /// were written from a `Value` or as `jsonb`). On failure the caller takes the `Value` path,
@@ -133,59 +133,7 @@ fn parse_current_payload(
     event_type: &str,
     text: &str,
 ) -> Option<Result<EventPayload, serde_json::Error>> {
-    use catalogue::*;
-    use EventPayload as P;
-    fn from<T: serde::de::DeserializeOwned>(
-        text: &str,
-        variant: fn(T) -> EventPayload,
-    ) -> Option<Result<EventPayload, serde_json::Error>> {
-        Some(serde_json::from_str(text).map(variant))
-    }
-    // `EventPayload::parse` refuses anything but an object; a struct would also accept an array.
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    match event_type {
-        "load_test.run_created" => from::<RunCreated>(text, P::RunCreated),
-        "load_test.run_started" => from::<RunStarted>(text, P::RunStarted),
-        "load_test.runner_fallback" => from::<RunnerFallback>(text, P::RunnerFallback),
-        "load_test.stage_started" => from::<StageStarted>(text, P::StageStarted),
-        "load_test.dispatch_submitted" => {
-            from::<LoadDispatchSubmitted>(text, P::LoadDispatchSubmitted)
-        }
-        "load_test.dispatch_completed" => {
-            from::<LoadDispatchCompleted>(text, P::LoadDispatchCompleted)
-        }
-        "load_test.arrivals_missed" => from::<ArrivalsMissed>(text, P::ArrivalsMissed),
-        "load_test.stop_condition_breached" => {
-            from::<StopConditionBreached>(text, P::StopConditionBreached)
-        }
-        "load_test.run_cancelled" => from::<RunCancelled>(text, P::RunCancelled),
-        "load_test.run_completed" => from::<RunCompleted>(text, P::RunCompleted),
-        "variant.registered" => from::<VariantRegistered>(text, P::VariantRegistered),
-        "variant.retired" => from::<VariantRetired>(text, P::VariantRetired),
-        "benchmark.run_created" => from::<BenchmarkRunCreated>(text, P::BenchmarkRunCreated),
-        "benchmark.item_created" => from::<BenchmarkItemCreated>(text, P::BenchmarkItemCreated),
-        "benchmark.dispatch_submitted" => {
-            from::<BenchmarkDispatchSubmitted>(text, P::BenchmarkDispatchSubmitted)
-        }
-        "benchmark.dispatch_completed" => {
-            from::<BenchmarkDispatchCompleted>(text, P::BenchmarkDispatchCompleted)
-        }
-        "benchmark.artifact_recorded" => from::<ArtifactRecorded>(text, P::ArtifactRecorded),
-        "benchmark.item_completed" => {
-            from::<BenchmarkItemCompleted>(text, P::BenchmarkItemCompleted)
-        }
-        "benchmark.run_completed" => from::<BenchmarkRunCompleted>(text, P::BenchmarkRunCompleted),
-        "quality.evaluation_completed" => from::<EvaluationCompleted>(text, P::EvaluationCompleted),
-        "quality.evaluation_failed" => from::<EvaluationFailed>(text, P::EvaluationFailed),
-        "pricing.price_set" => from::<PriceSet>(text, P::PriceSet),
-        "routing.binding_applied" => from::<BindingApplied>(text, P::BindingApplied),
-        "routing.binding_rolled_back" => from::<BindingRolledBack>(text, P::BindingRolledBack),
-        "ops.alarm_state_changed" => from::<AlarmStateChanged>(text, P::AlarmStateChanged),
-        "action_log.acknowledged" => from::<ActionLogAcknowledged>(text, P::ActionLogAcknowledged),
-        _ => None,
-    }
+    EventPayload::parse_text(event_type, text)
 }
 
 /// The default scan: `read_all` page by page, each event typed as the live runner types it.
