@@ -744,7 +744,7 @@ impl RawConn {
             RawConn::Sqlite(_) => format!("INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             RawConn::Postgres(_) => format!(
                 "INSERT INTO events ({COLUMNS}) VALUES ($1, $2::text::uuid, $3, $4::bigint::int, $5, $6, $7, $8, \
-                 $9, $10, $11, $12, $13::text::jsonb)"
+                 $9, $10, $11, $12, $13::text::json)"
             ),
         };
         macro_rules! bind_row {

@@ -35,6 +35,9 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the SQLite scan's own connection (see `SqliteEventLog::scan_typed`).
+    #[error("database error: {0}")]
+    Scan(#[from] rusqlite::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The group this append was part of failed to commit; nothing of it was stored.

@@ -289,9 +289,8 @@ impl EventLog for PostgresEventLog {
 }
 
 /// Reads a scan's pages on connections of the read pool held for the scan, several pages at a
-/// time. The server's part dominates a scan (printing each `jsonb` payload as text costs about
-/// twice what decoding it costs us), so [`SCAN_CONNECTIONS`] server processes each print a page
-/// of their own. Rows are only split into columns here; the text is decoded on the blocking pool
+/// time: [`SCAN_CONNECTIONS`] server processes each send a page of their own while the pages
+/// before are decoded. Rows are only split into columns here; the text is decoded on the blocking pool
 /// (see [`scan::read_ahead`]).
 struct PgScan {
     pool: PgPool,
@@ -481,7 +480,7 @@ pub async fn insert_rows(
          idempotency_key, correlation_id, causation_id, producer, occurred_at, recorded_at, payload) \
          SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::bigint[]::int[], $5::text[], \
          $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-         $13::text[]::jsonb[])",
+         $13::text[]::json[])",
     )
     .bind(int(|r| r.position))
     .bind(col(|r| r.event_id.clone()))

@@ -127,7 +127,7 @@ impl RawEvent<'_> {
 /// for a type the catalogue does not know (the caller then takes the `Value` path). Where it
 /// succeeds it gives what [`EventPayload::parse`] gives for the same text parsed into a `Value`:
 /// the same serde derive reads the same JSON, and stored payloads have no duplicate keys (they
-/// were written from a `Value` or as `jsonb`). On failure the caller takes the `Value` path,
+/// were written by serde_json from a `Value` or a typed payload). On failure the caller takes the `Value` path,
 /// which names the field at fault.
 fn parse_current_payload(
     event_type: &str,
@@ -217,6 +217,40 @@ pub(crate) fn read_ahead(after_position: i64, mut reader: impl PageReader) -> Ty
             Err(err) => Err(err),
         };
         Some((decoded, (page_rx, guard)))
+    });
+    TypedScan::new(batches.boxed())
+}
+
+/// Reads and decodes pages ahead on a thread of the blocking pool, for a store whose client reads
+/// synchronously in place (SQLite through rusqlite): `read_page(after)` gives the decoded page
+/// after a position, empty at the end of the log. Up to [`PAGES_AHEAD`] pages wait for the
+/// caller, so the thread reads page `n + 1` while the caller folds page `n`. Dropping the scan
+/// stops the thread after the page it is reading.
+pub(crate) fn read_ahead_blocking<R>(after_position: i64, mut read_page: R) -> TypedScan<'static>
+where
+    R: FnMut(i64) -> Result<Vec<TypedEvent>, StoreError> + Send + 'static,
+{
+    let (page_tx, page_rx) = mpsc::channel::<Result<Vec<TypedEvent>, StoreError>>(PAGES_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut after = after_position;
+        loop {
+            let page = read_page(after);
+            let next = match &page {
+                Ok(events) => events.last().map(|(event, _)| event.position),
+                Err(_) => None,
+            };
+            if page.as_ref().is_ok_and(Vec::is_empty) || page_tx.blocking_send(page).is_err() {
+                return; // the end of the log, or the scan was dropped
+            }
+            match next {
+                Some(last) => after = last,
+                None => return, // an error was sent
+            }
+        }
+    });
+    let batches = futures::stream::unfold(page_rx, |mut page_rx| async move {
+        let page = page_rx.recv().await?;
+        Some((page, page_rx))
     });
     TypedScan::new(batches.boxed())
 }
