@@ -20,7 +20,7 @@ use eventlog::envelope::{format_timestamp, StoredRow};
 use eventlog::{EventLog, ValidatedEvent};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use sqlx::{Connection, PgConnection, Sqlite, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -696,7 +696,8 @@ async fn publish(client: &reqwest::Client, url: &str, body: String) -> Result<()
 // The baselines: a direct connection to a fresh database with the store's schema and settings.
 
 enum RawConn {
-    Sqlite(SqliteConnection),
+    /// The store's own writer client and settings (`eventlog::store::sqlite::open_writer`).
+    Sqlite(rusqlite::Connection),
     Postgres(PgConnection),
 }
 
@@ -709,7 +710,10 @@ impl RawConn {
                 let options = eventlog::store::sqlite::connect_options(url)?;
                 let mut conn = SqliteConnection::connect_with(&options).await?;
                 eventlog::store::sqlite::MIGRATOR.run(&mut conn).await?;
-                RawConn::Sqlite(conn)
+                conn.close().await?;
+                RawConn::Sqlite(eventlog::store::sqlite::open_writer(
+                    options.get_filename(),
+                )?)
             }
             Target::Postgres(_) => {
                 let mut conn = PgConnection::connect(url).await?;
@@ -723,11 +727,11 @@ impl RawConn {
     /// (PostgreSQL), the statements the store itself uses.
     async fn insert_batch(&mut self, rows: &[StoredRow]) -> Result<()> {
         match self {
-            RawConn::Sqlite(conn) => {
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                eventlog::store::sqlite::insert_rows(conn, rows).await?;
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-            }
+            RawConn::Sqlite(conn) => tokio::task::block_in_place(|| {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                eventlog::store::sqlite::insert_rows(conn, rows)?;
+                conn.execute_batch("COMMIT")
+            })?,
             RawConn::Postgres(conn) => {
                 sqlx::query("BEGIN").execute(&mut *conn).await?;
                 eventlog::store::postgres::insert_rows(conn, rows).await?;
@@ -747,9 +751,28 @@ impl RawConn {
                  $9, $10, $11, $12, $13::text::json)"
             ),
         };
-        macro_rules! bind_row {
-            ($q:expr) => {
-                $q.bind(r.position)
+        match self {
+            RawConn::Sqlite(conn) => tokio::task::block_in_place(|| {
+                conn.prepare_cached(&sql)?.execute(rusqlite::params![
+                    r.position,
+                    r.event_id,
+                    r.event_type,
+                    r.schema_version,
+                    r.stream,
+                    r.stream_version,
+                    r.idempotency_key,
+                    r.correlation_id,
+                    r.causation_id,
+                    r.producer,
+                    r.occurred_at,
+                    recorded_at,
+                    r.payload,
+                ])
+            })
+            .map(|_| ())?,
+            RawConn::Postgres(conn) => {
+                sqlx::query(&sql)
+                    .bind(r.position)
                     .bind(&r.event_id)
                     .bind(&r.event_type)
                     .bind(r.schema_version)
@@ -762,16 +785,6 @@ impl RawConn {
                     .bind(&r.occurred_at)
                     .bind(&recorded_at)
                     .bind(&r.payload)
-            };
-        }
-        match self {
-            RawConn::Sqlite(conn) => {
-                bind_row!(sqlx::query::<Sqlite>(&sql))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            RawConn::Postgres(conn) => {
-                bind_row!(sqlx::query::<sqlx::Postgres>(&sql))
                     .execute(&mut *conn)
                     .await?;
             }
@@ -782,12 +795,8 @@ impl RawConn {
     /// Checks every row arrived, then closes the connection.
     async fn finish(self, expected: usize) -> Result<()> {
         let count: i64 = match self {
-            RawConn::Sqlite(mut conn) => {
-                let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-                    .fetch_one(&mut conn)
-                    .await?;
-                conn.close().await?;
-                n
+            RawConn::Sqlite(conn) => {
+                conn.query_row("SELECT COUNT(*) FROM events", (), |row| row.get(0))?
             }
             RawConn::Postgres(mut conn) => {
                 let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")

@@ -31,60 +31,117 @@ pub(crate) struct AppendRequest {
 pub(crate) trait GroupWriter: AppendTx + Send + 'static {
     /// Begins the group transaction (taking whatever lock orders appends) and returns the
     /// highest committed position.
-    async fn begin(&mut self) -> Result<i64, sqlx::Error>;
+    async fn begin(&mut self) -> Result<i64, StoreError>;
     /// Commits; `last_position` is the highest position written in the group.
-    async fn commit(&mut self, last_position: i64) -> Result<(), sqlx::Error>;
+    async fn commit(&mut self, last_position: i64) -> Result<(), StoreError>;
     /// Abandons the group after an error (best effort; the connection is dropped after it).
     async fn abandon(&mut self);
 }
 
-/// Starts the writer task. It ends when every sender is dropped and the queue is drained.
+/// Starts the writer as a task. It ends when every sender is dropped and the queue is drained.
 pub(crate) fn spawn<W: GroupWriter>(
-    mut writer: W,
+    writer: W,
     head_tx: watch::Sender<i64>,
 ) -> (mpsc::Sender<AppendRequest>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<AppendRequest>(QUEUE_DEPTH);
     let handle = tokio::spawn(async move {
-        let mut cache = VersionCache::default();
+        let mut writer = Writer::new(writer, head_tx);
         while let Some(first) = rx.recv().await {
-            let mut size = first.events.len();
-            let mut group = vec![first];
-            while size < MAX_GROUP_EVENTS {
-                match rx.try_recv() {
-                    Ok(next) => {
-                        size += next.events.len();
-                        group.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            match write_group(&mut writer, &group, &mut cache).await {
-                Ok((answers, last)) => {
-                    head_tx.send_if_modified(|head| {
-                        let advanced = last > *head;
-                        *head = (*head).max(last);
-                        advanced
-                    });
-                    for (request, answer) in group.into_iter().zip(answers) {
-                        // The appender may have gone away (client disconnected); the events are
-                        // stored all the same, and a retry with the same key will find them.
-                        let _ = request.reply.send(answer);
-                    }
-                }
-                Err(err) => {
-                    cache.forget();
-                    tracing::error!(error = %err, requests = group.len(), events = size, "append group failed; nothing of it was stored");
-                    writer.abandon().await;
-                    for request in group {
-                        let _ = request
-                            .reply
-                            .send(Err(StoreError::NotStored(err.to_string())));
-                    }
-                }
-            }
+            let group = gather(first, &mut rx);
+            writer.write(group).await;
         }
     });
     (tx, handle)
+}
+
+/// Starts the writer on an OS thread of its own, for a store whose client blocks (SQLite through
+/// rusqlite): every statement of a group then runs on this one thread, with no hand-over between
+/// threads per statement, and the fsync blocks no task. The `GroupWriter`'s futures must not
+/// need the Tokio runtime. The handle completes when the thread has ended.
+pub(crate) fn spawn_thread<W: GroupWriter>(
+    name: &str,
+    writer: W,
+    head_tx: watch::Sender<i64>,
+) -> std::io::Result<(mpsc::Sender<AppendRequest>, JoinHandle<()>)> {
+    let (tx, mut rx) = mpsc::channel::<AppendRequest>(QUEUE_DEPTH);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let mut writer = Writer::new(writer, head_tx);
+            while let Some(first) = rx.blocking_recv() {
+                let group = gather(first, &mut rx);
+                futures::executor::block_on(writer.write(group));
+            }
+            drop(writer);
+            let _ = done_tx.send(());
+        })?;
+    let handle = tokio::spawn(async move {
+        let _ = done_rx.await;
+    });
+    Ok((tx, handle))
+}
+
+/// The first request and whatever else is queued, up to [`MAX_GROUP_EVENTS`].
+fn gather(first: AppendRequest, rx: &mut mpsc::Receiver<AppendRequest>) -> Vec<AppendRequest> {
+    let mut size = first.events.len();
+    let mut group = vec![first];
+    while size < MAX_GROUP_EVENTS {
+        match rx.try_recv() {
+            Ok(next) => {
+                size += next.events.len();
+                group.push(next);
+            }
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+/// A writer between groups: the store's side, the head it publishes and the versions it knows.
+struct Writer<W> {
+    store: W,
+    head_tx: watch::Sender<i64>,
+    cache: VersionCache,
+}
+
+impl<W: GroupWriter> Writer<W> {
+    fn new(store: W, head_tx: watch::Sender<i64>) -> Self {
+        Self {
+            store,
+            head_tx,
+            cache: VersionCache::default(),
+        }
+    }
+
+    /// Writes one group in one transaction and answers each of its requests.
+    async fn write(&mut self, group: Vec<AppendRequest>) {
+        match write_group(&mut self.store, &group, &mut self.cache).await {
+            Ok((answers, last)) => {
+                self.head_tx.send_if_modified(|head| {
+                    let advanced = last > *head;
+                    *head = (*head).max(last);
+                    advanced
+                });
+                for (request, answer) in group.into_iter().zip(answers) {
+                    // The appender may have gone away (client disconnected); the events are
+                    // stored all the same, and a retry with the same key will find them.
+                    let _ = request.reply.send(answer);
+                }
+            }
+            Err(err) => {
+                self.cache.forget();
+                let events: usize = group.iter().map(|r| r.events.len()).sum();
+                tracing::error!(error = %err, requests = group.len(), events, "append group failed; nothing of it was stored");
+                self.store.abandon().await;
+                for request in group {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::NotStored(err.to_string())));
+                }
+            }
+        }
+    }
 }
 
 /// Stream versions as of the last commit of this writer. They stay valid only while nobody else
@@ -123,7 +180,7 @@ async fn write_group<W: GroupWriter>(
     writer: &mut W,
     group: &[AppendRequest],
     cache: &mut VersionCache,
-) -> Result<(Vec<Result<Vec<Appended>, StoreError>>, i64), sqlx::Error> {
+) -> Result<(Vec<Result<Vec<Appended>, StoreError>>, i64), StoreError> {
     let head = writer.begin().await?;
     let mut state = GroupState {
         next_position: head + 1,

@@ -35,9 +35,9 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// An error of the SQLite scan's own connection (see `SqliteEventLog::scan_typed`).
+    /// An error of the SQLite store's writer or scan, which use rusqlite (see the sqlite module).
     #[error("database error: {0}")]
-    Scan(#[from] rusqlite::Error),
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The group this append was part of failed to commit; nothing of it was stored.
@@ -190,21 +190,21 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn EventLog>, StoreEr
 /// thousands.
 #[async_trait]
 pub(crate) trait AppendTx: Send {
-    async fn savepoint(&mut self) -> Result<(), sqlx::Error>;
-    async fn release_savepoint(&mut self) -> Result<(), sqlx::Error>;
-    async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error>;
+    async fn savepoint(&mut self) -> Result<(), StoreError>;
+    async fn release_savepoint(&mut self) -> Result<(), StoreError>;
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError>;
     /// Stored events whose idempotency key or event id is among those given.
     async fn find_existing(
         &mut self,
         keys: &[String],
         event_ids: &[String],
-    ) -> Result<Vec<StoredRow>, sqlx::Error>;
+    ) -> Result<Vec<StoredRow>, StoreError>;
     /// Current versions of the given streams; streams without events are left out.
     async fn stream_versions(
         &mut self,
         streams: &[String],
-    ) -> Result<HashMap<String, i64>, sqlx::Error>;
-    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), sqlx::Error>;
+    ) -> Result<HashMap<String, i64>, StoreError>;
+    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), StoreError>;
 }
 
 /// What a group transaction tracks between requests: the next free position and the stream
@@ -258,7 +258,7 @@ async fn load_known(
     tx: &mut dyn AppendTx,
     keys: &[String],
     ids: &[String],
-) -> Result<Result<Known, StoreError>, sqlx::Error> {
+) -> Result<Result<Known, StoreError>, StoreError> {
     let mut known = Known::default();
     if keys.is_empty() && ids.is_empty() {
         return Ok(Ok(known));
@@ -277,7 +277,7 @@ async fn load_versions<'a>(
     tx: &mut dyn AppendTx,
     group: &mut GroupState,
     events: impl Iterator<Item = &'a ValidatedEvent>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     let mut unknown: Vec<String> = events
         .filter(|e| !group.stream_versions.contains_key(&e.stream))
         .map(|e| e.stream.clone())
@@ -397,7 +397,7 @@ pub(crate) async fn append_group(
     tx: &mut dyn AppendTx,
     group: &mut GroupState,
     requests: &[&[ValidatedEvent]],
-) -> Result<Vec<Result<Vec<Appended>, StoreError>>, sqlx::Error> {
+) -> Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError> {
     let start = group.clone();
     let all = || requests.iter().flat_map(|r| r.iter());
     let (keys, ids) = lookup_keys(all());
@@ -431,7 +431,7 @@ pub(crate) async fn append_group(
             tx.release_savepoint().await?;
             Ok(answers)
         }
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+        Err(err) if unique_violation(&err).is_some() => {
             tx.rollback_to_savepoint().await?;
             tx.release_savepoint().await?;
             *group = start;
@@ -445,7 +445,7 @@ async fn append_one_by_one(
     tx: &mut dyn AppendTx,
     group: &mut GroupState,
     requests: &[&[ValidatedEvent]],
-) -> Result<Vec<Result<Vec<Appended>, StoreError>>, sqlx::Error> {
+) -> Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError> {
     let mut answers = Vec::with_capacity(requests.len());
     for events in requests {
         answers.push(append_request(tx, group, events).await?);
@@ -459,7 +459,7 @@ pub(crate) async fn append_request(
     tx: &mut dyn AppendTx,
     group: &mut GroupState,
     events: &[ValidatedEvent],
-) -> Result<Result<Vec<Appended>, StoreError>, sqlx::Error> {
+) -> Result<Result<Vec<Appended>, StoreError>, StoreError> {
     let (keys, ids) = lookup_keys(events.iter());
     let mut known = match load_known(tx, &keys, &ids).await? {
         Ok(k) => k,
@@ -480,13 +480,32 @@ pub(crate) async fn append_request(
             tx.release_savepoint().await?;
             Ok(Ok(answers))
         }
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            tx.rollback_to_savepoint().await?;
-            tx.release_savepoint().await?;
-            *group = before;
-            Ok(Err(StoreError::IdCollision(db.message().to_string())))
+        Err(err) => match unique_violation(&err) {
+            Some(message) => {
+                tx.rollback_to_savepoint().await?;
+                tx.release_savepoint().await?;
+                *group = before;
+                Ok(Err(StoreError::IdCollision(message)))
+            }
+            None => Err(err),
+        },
+    }
+}
+
+/// The database's message when an insert broke a unique constraint (a producer-chosen event id
+/// already stored), whichever client the store writes with.
+fn unique_violation(err: &StoreError) -> Option<String> {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Some(db.message().to_string())
         }
-        Err(other) => Err(other),
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, message))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Some(message.clone().unwrap_or_else(|| e.to_string()))
+        }
+        _ => None,
     }
 }
 

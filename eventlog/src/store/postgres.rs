@@ -374,18 +374,20 @@ impl PgGroupWriter {
 
 #[async_trait]
 impl GroupWriter for PgGroupWriter {
-    async fn begin(&mut self) -> Result<i64, sqlx::Error> {
+    async fn begin(&mut self) -> Result<i64, StoreError> {
         if self.conn.is_none() {
             self.conn = Some(self.pool.acquire().await?);
         }
         let conn = self.conn();
         sqlx::query("BEGIN").execute(&mut **conn).await?;
-        sqlx::query_scalar("SELECT position FROM event_log_head FOR UPDATE")
-            .fetch_one(&mut **conn)
-            .await
+        Ok(
+            sqlx::query_scalar("SELECT position FROM event_log_head FOR UPDATE")
+                .fetch_one(&mut **conn)
+                .await?,
+        )
     }
 
-    async fn commit(&mut self, last_position: i64) -> Result<(), sqlx::Error> {
+    async fn commit(&mut self, last_position: i64) -> Result<(), StoreError> {
         let conn = self.conn();
         sqlx::query(
             "WITH advanced AS (UPDATE event_log_head SET position = $1 WHERE position < $1 RETURNING position) \
@@ -395,7 +397,8 @@ impl GroupWriter for PgGroupWriter {
         .bind(NOTIFY_CHANNEL)
         .execute(&mut **conn)
         .await?;
-        sqlx::query("COMMIT").execute(&mut **conn).await.map(|_| ())
+        sqlx::query("COMMIT").execute(&mut **conn).await?;
+        Ok(())
     }
 
     async fn abandon(&mut self) {
@@ -408,32 +411,32 @@ impl GroupWriter for PgGroupWriter {
 
 #[async_trait]
 impl AppendTx for PgGroupWriter {
-    async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
+    async fn savepoint(&mut self) -> Result<(), StoreError> {
         sqlx::query("SAVEPOINT append_request")
             .execute(&mut **self.conn())
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
-    async fn release_savepoint(&mut self) -> Result<(), sqlx::Error> {
+    async fn release_savepoint(&mut self) -> Result<(), StoreError> {
         sqlx::query("RELEASE SAVEPOINT append_request")
             .execute(&mut **self.conn())
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
-    async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error> {
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
         sqlx::query("ROLLBACK TO SAVEPOINT append_request")
             .execute(&mut **self.conn())
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
     async fn find_existing(
         &mut self,
         keys: &[String],
         event_ids: &[String],
-    ) -> Result<Vec<StoredRow>, sqlx::Error> {
+    ) -> Result<Vec<StoredRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM events WHERE idempotency_key = ANY($1) OR event_id = ANY($2::text[]::uuid[])"
         ))
@@ -441,26 +444,27 @@ impl AppendTx for PgGroupWriter {
         .bind(event_ids)
         .fetch_all(&mut **self.conn())
         .await?;
-        rows.iter().map(stored_row).collect()
+        Ok(rows.iter().map(stored_row).collect::<Result<_, _>>()?)
     }
 
     async fn stream_versions(
         &mut self,
         streams: &[String],
-    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+    ) -> Result<HashMap<String, i64>, StoreError> {
         let rows = sqlx::query(
             "SELECT stream, MAX(stream_version) AS version FROM events WHERE stream = ANY($1) GROUP BY stream",
         )
         .bind(streams)
         .fetch_all(&mut **self.conn())
         .await?;
-        rows.iter()
+        Ok(rows
+            .iter()
             .map(|r| Ok((r.try_get("stream")?, r.try_get("version")?)))
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
-    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), sqlx::Error> {
-        insert_rows(self.conn(), rows).await
+    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
+        Ok(insert_rows(self.conn(), rows).await?)
     }
 }
 
