@@ -222,8 +222,16 @@ fn check_payload(
     if !crate::catalogue::EVENT_TYPES.contains(&event_type) {
         return EventPayload::parse(event_type, payload);
     }
-    let current = upcast::upcast(event_type, version, payload.clone())?;
-    let typed = EventPayload::parse(event_type, &current).map_err(|e| e.nested("payload"))?;
+    // A payload published at the current version is parsed as it is; only an older one is
+    // copied to be upcast.
+    let upcast;
+    let current = if version == upcast::current_version(event_type) {
+        payload
+    } else {
+        upcast = upcast::upcast(event_type, version, payload.clone())?;
+        &upcast
+    };
+    let typed = EventPayload::parse(event_type, current).map_err(|e| e.nested("payload"))?;
     typed.check().map_err(|e| e.nested("payload"))?;
     Ok(typed)
 }
