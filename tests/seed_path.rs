@@ -123,12 +123,15 @@ impl FakeProvider {
 // ---------------------------------------------------------------------------------------------
 // Fake Gemini (generateContent's REST shape)
 
+/// `(path segment, x-goog-api-key, body)` of one call to the fake Gemini.
+type GeminiCall = (String, Option<String>, Value);
+
 #[derive(Clone, Default)]
 struct FakeGemini {
     /// Calls per output uri.
     calls: Arc<Mutex<HashMap<String, u32>>>,
     /// `(path segment, x-goog-api-key, body)` of every call.
-    requests: Arc<Mutex<Vec<(String, Option<String>, Value)>>>,
+    requests: Arc<Mutex<Vec<GeminiCall>>>,
 }
 
 fn too_many_requests() -> Response {

@@ -5,6 +5,12 @@
 //! when its appenders are answered. `BEGIN IMMEDIATE` takes SQLite's write lock up front, so even
 //! another process writing the same file cannot interleave positions. Readers use a separate
 //! pool; WAL lets them read while the writer writes.
+//!
+//! Two clients, one SQLite: reads, migrations and the projector's and sinks' tables go through
+//! sqlx; the hot paths of the log, the group-commit writer ([`SqliteGroupWriter`], on a thread
+//! of its own) and the rebuild scan ([`SqliteScan`]), use rusqlite, which runs statements on the
+//! calling thread and lends column text in place. Both link the same `libsqlite3-sys`. WAL
+//! checkpoints run on a thread of their own ([`spawn_checkpointer`]), not inside a commit.
 
 use super::group_commit::{self, AppendRequest, GroupWriter};
 use super::scan::{self, RawEvent, TypedEvent, TypedScan};
@@ -566,4 +572,59 @@ pub fn insert_rows(conn: &rusqlite::Connection, rows: &[StoredRow]) -> Result<()
         statement.raw_execute()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{EventPayload, RunCancelled};
+
+    fn cancelled(n: usize) -> ValidatedEvent {
+        let payload = EventPayload::RunCancelled(RunCancelled {
+            run_id: format!("lt_{}", n % 50),
+            reason: "x".repeat(300),
+            actor: "ops".into(),
+        });
+        ValidatedEvent::from_payload(&payload, "test", chrono::Utc::now())
+    }
+
+    /// The checkpointer writes the WAL back into the database file while the log is open. The
+    /// connections' own automatic checkpoint would not before 10,000 WAL pages (~40 MB), far
+    /// more than this test writes, so a database file that grows is the checkpointer's work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_moves_the_wal_into_the_database_file() {
+        let (url, dir) = crate::testkit::sqlite_url();
+        let log = SqliteEventLog::open(&url, true).await.unwrap();
+        let db = dir.path().join("studio.db");
+        let before = std::fs::metadata(&db).unwrap().len();
+        for chunk in 0..10 {
+            let events = (0..500).map(|n| cancelled(chunk * 500 + n)).collect();
+            log.append(events).await.unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("studio.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal > 2 << 20, "the appends went to the WAL: {wal} bytes");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let after = loop {
+            let size = std::fs::metadata(&db).unwrap().len();
+            if size > before + (2 << 20) || std::time::Instant::now() > deadline {
+                break size;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            after > before + (2 << 20),
+            "the database file stayed at {after} bytes (from {before}): nothing was checkpointed"
+        );
+        assert_eq!(log.head().await.unwrap(), 5_000);
+        log.close().await;
+    }
+
+    #[test]
+    fn placeholders_are_comma_separated() {
+        assert_eq!(placeholders(0), "");
+        assert_eq!(placeholders(1), "?");
+        assert_eq!(placeholders(3), "?, ?, ?");
+    }
 }

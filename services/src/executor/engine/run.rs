@@ -303,7 +303,7 @@ impl Spend {
     /// (the variant has no unit cost) was approved without one and has no limit to pass.
     fn overrun(&self) -> Option<CostOverrun> {
         let estimate = self.estimate_usd?;
-        (self.cost_usd > estimate * self.limit_factor).then(|| CostOverrun {
+        (self.cost_usd > estimate * self.limit_factor).then_some(CostOverrun {
             actual_cost_usd: self.cost_usd,
             estimated_cost_usd: estimate,
             limit_factor: self.limit_factor,
