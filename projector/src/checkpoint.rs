@@ -2,6 +2,7 @@
 //! rebuilds and dead-letter replays.
 
 use crate::db::{ReadDb, ReadTx};
+use crate::dead_letters::{self, DeadLetterRow};
 use crate::docs::{Docs, DocsError, TableDef};
 use crate::projection::Projection;
 use eventlog::store::TypedEvent;
@@ -214,6 +215,7 @@ pub async fn apply_step(
     Ok(())
 }
 
+/// Records a projection's dead letter inside `tx` (see [`crate::dead_letters`]).
 pub async fn record_dead_letter(
     tx: &mut ReadTx,
     projection: &str,
@@ -221,26 +223,13 @@ pub async fn record_dead_letter(
     error: &str,
     attempts: u32,
 ) -> Result<(), sqlx::Error> {
-    tx.execute(
-        "INSERT INTO projection_dead_letters (projection, position, event_id, event_type, error, attempts, status, recorded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'dead', $7) \
-         ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error, attempts = excluded.attempts, status = 'dead'",
-        &[
-            projection.into(),
-            event.position.into(),
-            event.event_id.to_string().into(),
-            event.event_type.clone().into(),
-            error.into(),
-            i64::from(attempts).into(),
-            now_text().into(),
-        ],
-    )
-    .await?;
-    Ok(())
+    dead_letters::PROJECTIONS
+        .record(tx, projection, event, error, attempts)
+        .await
 }
 
 /// A dead letter as listed to operators.
-#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeadLetter {
     pub projection: String,
     pub position: i64,
@@ -252,27 +241,34 @@ pub struct DeadLetter {
     pub recorded_at: String,
 }
 
+impl From<DeadLetterRow> for DeadLetter {
+    fn from(row: DeadLetterRow) -> Self {
+        Self {
+            projection: row.owner,
+            position: row.position,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            error: row.error,
+            attempts: row.attempts,
+            status: row.status,
+            recorded_at: row.recorded_at,
+        }
+    }
+}
+
+/// Dead letters of one projection (or all), open ones only unless `include_replayed`.
 pub async fn dead_letters(
     db: &ReadDb,
     projection: Option<&str>,
     include_replayed: bool,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    crate::on_db!(db, pool =>
-        sqlx::query_as::<_, DeadLetter>(
-            "SELECT projection, position, event_id, event_type, error, attempts, status, recorded_at \
-             FROM projection_dead_letters WHERE ($1 = '' OR projection = $1) AND ($2 = 1 OR status = 'dead') \
-             ORDER BY projection, position",
-        )
-        .bind(projection.unwrap_or(""))
-        .bind(i64::from(include_replayed))
-        .fetch_all(pool)
-        .await)
+    let rows = dead_letters::PROJECTIONS
+        .list(db, projection, include_replayed)
+        .await?;
+    Ok(rows.into_iter().map(DeadLetter::from).collect())
 }
 
+/// Open dead letters per projection.
 pub async fn dead_letter_counts(db: &ReadDb) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = crate::on_db!(db, pool =>
-        sqlx::query_as("SELECT projection, COUNT(*) FROM projection_dead_letters WHERE status = 'dead' GROUP BY projection")
-            .fetch_all(pool)
-            .await)?;
-    Ok(rows.into_iter().collect())
+    dead_letters::PROJECTIONS.counts(db).await
 }

@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod db;
+pub mod dead_letters;
 pub mod docs;
 pub mod hist;
 pub mod http;

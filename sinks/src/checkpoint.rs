@@ -3,12 +3,11 @@
 
 use eventlog::RecordedEvent;
 use projector::db::{ReadDb, ReadTx};
+use projector::dead_letters::{self, DeadLetterRow};
 use serde::Serialize;
 use std::collections::HashMap;
 
-pub fn now_text() -> String {
-    eventlog::envelope::format_timestamp(chrono::Utc::now())
-}
+pub use projector::checkpoint::now_text;
 
 /// A sink's checkpoint, creating the row at 0 for a sink that never ran.
 pub async fn ensure(db: &ReadDb, sink: &str) -> Result<i64, sqlx::Error> {
@@ -75,6 +74,7 @@ pub async fn reset(db: &ReadDb, sink: &str, position: i64) -> Result<(), sqlx::E
     tx.commit().await
 }
 
+/// Records a sink's dead letter inside `tx` (see [`projector::dead_letters`]).
 pub async fn record_dead_letter(
     tx: &mut ReadTx,
     sink: &str,
@@ -82,26 +82,13 @@ pub async fn record_dead_letter(
     error: &str,
     attempts: u32,
 ) -> Result<(), sqlx::Error> {
-    tx.execute(
-        "INSERT INTO sink_dead_letters (sink, position, event_id, event_type, error, attempts, status, recorded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'dead', $7) \
-         ON CONFLICT (sink, position) DO UPDATE SET error = excluded.error, attempts = excluded.attempts, status = 'dead'",
-        &[
-            sink.into(),
-            event.position.into(),
-            event.event_id.to_string().into(),
-            event.event_type.clone().into(),
-            error.into(),
-            i64::from(attempts).into(),
-            now_text().into(),
-        ],
-    )
-    .await?;
-    Ok(())
+    dead_letters::SINKS
+        .record(tx, sink, event, error, attempts)
+        .await
 }
 
 /// A sink dead letter as listed to operators (`studio dead-letters list --sink`).
-#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SinkDeadLetter {
     pub sink: String,
     pub position: i64,
@@ -113,29 +100,32 @@ pub struct SinkDeadLetter {
     pub recorded_at: String,
 }
 
+impl From<DeadLetterRow> for SinkDeadLetter {
+    fn from(row: DeadLetterRow) -> Self {
+        Self {
+            sink: row.owner,
+            position: row.position,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            error: row.error,
+            attempts: row.attempts,
+            status: row.status,
+            recorded_at: row.recorded_at,
+        }
+    }
+}
+
 /// Dead letters of one sink (or all), open ones only unless `include_replayed`.
 pub async fn list_dead_letters(
     db: &ReadDb,
     sink: Option<&str>,
     include_replayed: bool,
 ) -> Result<Vec<SinkDeadLetter>, sqlx::Error> {
-    projector::on_db!(db, pool =>
-        sqlx::query_as::<_, SinkDeadLetter>(
-            "SELECT sink, position, event_id, event_type, error, attempts, status, recorded_at \
-             FROM sink_dead_letters WHERE ($1 = '' OR sink = $1) AND ($2 = 1 OR status = 'dead') \
-             ORDER BY sink, position",
-        )
-        .bind(sink.unwrap_or(""))
-        .bind(i64::from(include_replayed))
-        .fetch_all(pool)
-        .await)
+    let rows = dead_letters::SINKS.list(db, sink, include_replayed).await?;
+    Ok(rows.into_iter().map(SinkDeadLetter::from).collect())
 }
 
 /// Open dead letters per sink.
 pub async fn dead_letter_counts(db: &ReadDb) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = projector::on_db!(db, pool =>
-        sqlx::query_as("SELECT sink, COUNT(*) FROM sink_dead_letters WHERE status = 'dead' GROUP BY sink")
-            .fetch_all(pool)
-            .await)?;
-    Ok(rows.into_iter().collect())
+    dead_letters::SINKS.counts(db).await
 }
