@@ -7,6 +7,7 @@
 use super::rules::{Finding, Kind};
 use eventlog::Severity;
 use projector::db::ReadDb;
+use projector::dead_letters;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,16 +25,7 @@ pub struct HealthFinding {
 }
 
 /// A dead letter as the health check reads it from either table.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct DeadLetterRow {
-    pub owner: String,
-    pub position: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub error: String,
-    pub attempts: i64,
-    pub recorded_at: String,
-}
+pub use projector::dead_letters::DeadLetterRow;
 
 pub fn projection_dead_letter(row: &DeadLetterRow) -> HealthFinding {
     HealthFinding {
@@ -156,20 +148,8 @@ impl StallWatch {
 pub async fn open_dead_letters(
     db: &ReadDb,
 ) -> Result<(Vec<DeadLetterRow>, Vec<DeadLetterRow>), sqlx::Error> {
-    let projections = projector::on_db!(db, pool =>
-        sqlx::query_as::<_, DeadLetterRow>(
-            "SELECT projection AS owner, position, event_id, event_type, error, attempts, recorded_at \
-             FROM projection_dead_letters WHERE status = 'dead' ORDER BY projection, position",
-        )
-        .fetch_all(pool)
-        .await)?;
-    let sinks = projector::on_db!(db, pool =>
-        sqlx::query_as::<_, DeadLetterRow>(
-            "SELECT sink AS owner, position, event_id, event_type, error, attempts, recorded_at \
-             FROM sink_dead_letters WHERE status = 'dead' ORDER BY sink, position",
-        )
-        .fetch_all(pool)
-        .await)?;
+    let projections = dead_letters::PROJECTIONS.list(db, None, false).await?;
+    let sinks = dead_letters::SINKS.list(db, None, false).await?;
     Ok((projections, sinks))
 }
 
@@ -235,6 +215,7 @@ mod tests {
             event_type: "load_test.run_created".into(),
             error: "boom".into(),
             attempts: 3,
+            status: "dead".into(),
             recorded_at: "2026-11-24T10:00:00Z".into(),
         };
         let f = projection_dead_letter(&row);

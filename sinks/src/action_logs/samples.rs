@@ -162,6 +162,7 @@ pub fn sample_finding(kind: Kind) -> Finding {
         event_type: "quality.evaluation_completed".into(),
         error: "criteria.fidelity: invalid type".into(),
         attempts: 3,
+        status: "dead".into(),
         recorded_at: "2026-11-24T10:00:00Z".into(),
     };
     match kind {

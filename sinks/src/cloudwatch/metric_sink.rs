@@ -181,11 +181,11 @@ pub async fn pipeline_health(db: &ReadDb, log: &dyn EventLog) -> Result<Pipeline
         .await
         .map_err(|e| db_error("look for sink_dead_letters", e))?
     {
-        sink_dead_letters = projector::on_db!(db, pool =>
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sink_dead_letters WHERE status = 'dead'")
-                .fetch_one(pool)
-                .await)
-        .map_err(|e| db_error("count sink dead letters", e))?;
+        sink_dead_letters = crate::checkpoint::dead_letter_counts(db)
+            .await
+            .map_err(|e| db_error("count sink dead letters", e))?
+            .values()
+            .sum();
     }
     Ok(PipelineHealth {
         head,
