@@ -2,6 +2,7 @@
 //! algorithm (idempotency, expected versions, gap-free positions).
 
 mod group_commit;
+mod pg_scan;
 pub mod postgres;
 mod scan;
 pub mod sqlite;

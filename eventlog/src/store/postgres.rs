@@ -23,7 +23,8 @@
 //! append transaction, so delivered only on commit) and, as a fallback, by reading the counter.
 
 use super::group_commit::{self, AppendRequest, GroupWriter};
-use super::scan::{self, PageReader, RawEvent, RawPage, TypedEvent, TypedScan};
+use super::pg_scan;
+use super::scan::TypedScan;
 use super::{AppendTx, Appended, EventLog, StoreError};
 use crate::envelope::{RecordedEvent, StoredRow, ValidatedEvent};
 use async_trait::async_trait;
@@ -42,12 +43,9 @@ const COLUMNS: &str = "position, event_id::text AS event_id, event_type, schema_
                        stream, stream_version, idempotency_key, correlation_id, causation_id, producer, \
                        occurred_at, recorded_at, payload::text AS payload";
 const READ_CONNECTIONS: u32 = 8;
-/// Events per page of a scan: small pages keep the server, the decoding and the fold busy at
-/// the same time.
-const SCAN_PAGE_ROWS: usize = 2_000;
-/// Server processes a scan keeps busy at once (see [`PgScan`]); measured on two cores: 2 read
-/// ~45% faster than 1, 3 no faster than 2.
-const SCAN_CONNECTIONS: usize = 2;
+/// Positions per chunk of a scan (see [`pg_scan`]): small chunks keep the server, the decoding
+/// and the fold busy at the same time.
+const SCAN_CHUNK_ROWS: usize = 2_000;
 const LISTENER_RETRY: Duration = Duration::from_secs(1);
 
 pub struct PostgresEventLog {
@@ -167,25 +165,6 @@ fn stored_row(row: &PgRow) -> Result<StoredRow, sqlx::Error> {
     })
 }
 
-/// A row of [`COLUMNS`] as borrowed text, read by index.
-fn raw_event(row: &PgRow) -> Result<RawEvent<'_>, sqlx::Error> {
-    Ok(RawEvent {
-        position: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        event_type: row.try_get(2)?,
-        schema_version: row.try_get(3)?,
-        stream: row.try_get(4)?,
-        stream_version: row.try_get(5)?,
-        idempotency_key: row.try_get(6)?,
-        correlation_id: row.try_get(7)?,
-        causation_id: row.try_get(8)?,
-        producer: row.try_get(9)?,
-        occurred_at: row.try_get(10)?,
-        recorded_at: row.try_get(11)?,
-        payload: row.try_get(12)?,
-    })
-}
-
 fn decode(rows: Vec<PgRow>) -> Result<Vec<RecordedEvent>, StoreError> {
     rows.iter()
         .map(|r| stored_row(r)?.into_recorded())
@@ -214,16 +193,11 @@ impl EventLog for PostgresEventLog {
     }
 
     fn scan_typed(&self, after_position: i64, limit: usize) -> TypedScan<'_> {
-        // Several pages at a time, together no more than `limit`.
-        let limit = limit.max(1);
-        let connections = SCAN_CONNECTIONS.min(limit);
-        let reader = PgScan {
-            pool: self.pool.clone(),
-            conns: Vec::new(),
-            connections,
-            page_rows: (limit / connections).min(SCAN_PAGE_ROWS),
-        };
-        scan::read_ahead(after_position, reader)
+        pg_scan::scan(
+            self.pool.clone(),
+            after_position,
+            limit.min(SCAN_CHUNK_ROWS),
+        )
     }
 
     async fn read_stream(
@@ -285,79 +259,6 @@ impl EventLog for PostgresEventLog {
         if let Some(listener) = self.listener.lock().await.take() {
             listener.abort();
         }
-    }
-}
-
-/// Reads a scan's pages on connections of the read pool held for the scan, several pages at a
-/// time: [`SCAN_CONNECTIONS`] server processes each send a page of their own while the pages
-/// before are decoded. Rows are only split into columns here; the text is decoded on the blocking pool
-/// (see [`scan::read_ahead`]).
-struct PgScan {
-    pool: PgPool,
-    conns: Vec<PoolConnection<Postgres>>,
-    /// How many of `conns` to open: pages read at a time.
-    connections: usize,
-    page_rows: usize,
-}
-
-impl PageReader for PgScan {
-    type Page = PgPage;
-
-    async fn read_page(&mut self, after_position: i64) -> Result<PgPage, StoreError> {
-        while self.conns.len() < self.connections {
-            self.conns.push(self.pool.acquire().await?);
-        }
-        let sql =
-            format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
-        let page_rows = self.page_rows as i64;
-        // Page `i` reads after `after_position + i × page_rows`, as if positions had no gaps.
-        let reads = self.conns.iter_mut().zip(0i64..).map(|(conn, i)| {
-            sqlx::query(&sql)
-                .bind(after_position + i * page_rows)
-                .bind(page_rows)
-                .fetch_all(&mut **conn)
-        });
-        let pages = futures::future::try_join_all(reads).await?;
-        // A full page `i - 1` ends at or beyond where page `i` starts, so together they hold
-        // every event up to page `i`'s last, whatever the gaps: keep what is new in each. After
-        // a short page (the end of the log when it was read) the next could skip events.
-        let mut rows = Vec::with_capacity(pages.iter().map(Vec::len).sum());
-        let mut last_position = None;
-        for page in pages {
-            let full = page.len() == self.page_rows;
-            for row in page {
-                let position: i64 = row.try_get(0)?;
-                if position > last_position.unwrap_or(after_position) {
-                    last_position = Some(position);
-                    rows.push(row);
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(PgPage {
-            rows,
-            last_position,
-        })
-    }
-}
-
-struct PgPage {
-    rows: Vec<PgRow>,
-    last_position: Option<i64>,
-}
-
-impl RawPage for PgPage {
-    fn last_position(&self) -> Option<i64> {
-        self.last_position
-    }
-
-    fn decode(self) -> Result<Vec<TypedEvent>, StoreError> {
-        self.rows
-            .iter()
-            .map(|row| raw_event(row)?.into_typed())
-            .collect()
     }
 }
 

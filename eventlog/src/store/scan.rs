@@ -14,9 +14,7 @@ use crate::upcast;
 use crate::validation::ValidationError;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use std::future::Future;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// An event read for a fold, with its typed payload or why it has none (the error
@@ -33,7 +31,7 @@ pub struct TypedScan<'a> {
 }
 
 impl<'a> TypedScan<'a> {
-    fn new(batches: BoxStream<'a, Result<Vec<TypedEvent>, StoreError>>) -> Self {
+    pub(crate) fn new(batches: BoxStream<'a, Result<Vec<TypedEvent>, StoreError>>) -> Self {
         Self {
             batches: batches.fuse(),
         }
@@ -47,13 +45,13 @@ impl<'a> TypedScan<'a> {
 
 /// Pages a store may read ahead of the fold: enough to keep the reader busy while a batch is
 /// folded, few enough to bound memory (a page holds a few MB of events).
-const PAGES_AHEAD: usize = 4;
+pub(crate) const PAGES_AHEAD: usize = 4;
 
 /// The columns of a stored event, borrowed from the row or page they were read from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RawEvent<'a> {
     pub position: i64,
-    pub event_id: &'a str,
+    pub event_id: Uuid,
     pub event_type: &'a str,
     pub schema_version: i64,
     pub stream: &'a str,
@@ -77,13 +75,9 @@ impl RawEvent<'_> {
         let current = upcast::current_version(self.event_type);
         if i64::from(current) == self.schema_version {
             if let Some(Ok(payload)) = parse_current_payload(self.event_type, self.payload) {
-                let event_id = Uuid::parse_str(self.event_id).map_err(|e| StoreError::Corrupt {
-                    position: self.position,
-                    what: format!("event_id: {e}"),
-                })?;
                 let event = RecordedEvent {
                     position: self.position,
-                    event_id,
+                    event_id: self.event_id,
                     event_type: self.event_type.to_string(),
                     schema_version: current,
                     stream: self.stream.to_string(),
@@ -107,7 +101,7 @@ impl RawEvent<'_> {
     fn into_stored(self) -> StoredRow {
         StoredRow {
             position: self.position,
-            event_id: self.event_id.to_string(),
+            event_id: self.event_id.hyphenated().to_string(),
             event_type: self.event_type.to_string(),
             schema_version: self.schema_version,
             stream: self.stream.to_string(),
@@ -121,6 +115,14 @@ impl RawEvent<'_> {
             payload: self.payload.to_string(),
         }
     }
+}
+
+/// An event id stored as text, read for a [`RawEvent`].
+pub(crate) fn parse_event_id(position: i64, text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt {
+        position,
+        what: format!("event_id: {e}"),
+    })
 }
 
 /// Parses a payload of the current schema version of `event_type` from its JSON text. `None`
@@ -159,68 +161,6 @@ pub(crate) fn scan_by_pages<L: super::EventLog + ?Sized>(
     TypedScan::new(batches.boxed())
 }
 
-/// Reads a store page by page for [`read_ahead`].
-pub(crate) trait PageReader: Send + 'static {
-    type Page: RawPage;
-    /// The page of events after `after_position`, in position order.
-    fn read_page(
-        &mut self,
-        after_position: i64,
-    ) -> impl Future<Output = Result<Self::Page, StoreError>> + Send;
-}
-
-/// A page as a store read it, not yet decoded.
-pub(crate) trait RawPage: Send + 'static {
-    /// The last position the page holds; `None` for an empty page (the end of the log).
-    fn last_position(&self) -> Option<i64>;
-    /// Decodes the page, in position order. CPU only: runs on the blocking pool.
-    fn decode(self) -> Result<Vec<TypedEvent>, StoreError>;
-}
-
-type PendingPage = JoinHandle<Result<Vec<TypedEvent>, StoreError>>;
-
-/// Reads pages ahead on a task of its own and decodes each on the blocking pool, so the store
-/// (SQLite's worker thread, or the PostgreSQL server) produces page `n + 1` while page `n` is
-/// decoded and the caller folds page `n - 1`: on two cores reading and folding then cost about
-/// the slower of the two instead of their sum. Dropping the stream stops the reader.
-pub(crate) fn read_ahead(after_position: i64, mut reader: impl PageReader) -> TypedScan<'static> {
-    let (page_tx, page_rx) = mpsc::channel::<Result<PendingPage, StoreError>>(PAGES_AHEAD);
-    let task = tokio::spawn(async move {
-        let mut after = after_position;
-        loop {
-            let page = match reader.read_page(after).await {
-                Ok(page) => page,
-                Err(err) => {
-                    let _ = page_tx.send(Err(err)).await;
-                    return;
-                }
-            };
-            let Some(last) = page.last_position() else {
-                return;
-            };
-            after = last;
-            let pending = tokio::task::spawn_blocking(move || page.decode());
-            if page_tx.send(Ok(pending)).await.is_err() {
-                return; // the scan was dropped
-            }
-        }
-    });
-    let guard = AbortOnDrop(task);
-    let batches = futures::stream::unfold((page_rx, guard), |(mut page_rx, guard)| async move {
-        let decoded = match page_rx.recv().await? {
-            Ok(pending) => match pending.await {
-                Ok(decoded) => decoded,
-                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-                // Only a runtime shutting down cancels a blocking task.
-                Err(_) => Err(StoreError::Closed),
-            },
-            Err(err) => Err(err),
-        };
-        Some((decoded, (page_rx, guard)))
-    });
-    TypedScan::new(batches.boxed())
-}
-
 /// Reads and decodes pages ahead on a thread of the blocking pool, for a store whose client reads
 /// synchronously in place (SQLite through rusqlite): `read_page(after)` gives the decoded page
 /// after a position, empty at the end of the log. Up to [`PAGES_AHEAD`] pages wait for the
@@ -255,15 +195,6 @@ where
     TypedScan::new(batches.boxed())
 }
 
-/// Stops the read-ahead task when the scan is dropped before its end.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +205,7 @@ mod tests {
     fn raw<'a>(event_type: &'a str, version: i64, payload: &'a str) -> RawEvent<'a> {
         RawEvent {
             position: 9,
-            event_id: "01a2106c-363a-7794-891e-64c2658c898e",
+            event_id: Uuid::parse_str("01a2106c-363a-7794-891e-64c2658c898e").unwrap(),
             event_type,
             schema_version: version,
             stream: "load_test_run-lt_1",
@@ -384,13 +315,8 @@ mod tests {
             event.into_typed(),
             Err(StoreError::Corrupt { position: 9, .. })
         ));
-        let text = r#"{"run_id": "lt_1"}"#;
-        let event = RawEvent {
-            event_id: "not-a-uuid",
-            ..raw("load_test.run_completed", 1, text)
-        };
         assert!(matches!(
-            event.into_typed(),
+            parse_event_id(9, "not-a-uuid"),
             Err(StoreError::Corrupt { position: 9, .. })
         ));
     }

@@ -323,7 +323,7 @@ impl SqliteScan {
             };
             let event = RawEvent {
                 position,
-                event_id: required(1)?,
+                event_id: scan::parse_event_id(position, required(1)?)?,
                 event_type: required(2)?,
                 schema_version: row.get(3)?,
                 stream: required(4)?,
