@@ -6,6 +6,7 @@ use super::{append_group, AppendTx, Appended, GroupState, StoreError};
 use crate::envelope::{format_timestamp, ValidatedEvent};
 use async_trait::async_trait;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -69,7 +70,7 @@ pub(crate) fn spawn_thread<W: GroupWriter>(
         .name(name.to_string())
         .spawn(move || {
             let mut writer = Writer::new(writer, head_tx);
-            while let Some(first) = rx.blocking_recv() {
+            while let Some(first) = next_request(&mut rx) {
                 let group = gather(first, &mut rx);
                 futures::executor::block_on(writer.write(group));
             }
@@ -80,6 +81,28 @@ pub(crate) fn spawn_thread<W: GroupWriter>(
         let _ = done_rx.await;
     });
     Ok((tx, handle))
+}
+
+/// How long the writer thread looks for the next request before it sleeps. A sleeping thread
+/// takes tens of microseconds to wake on these VMs, on the path of every append that finds the
+/// writer idle; a thread that yields in a loop for a moment takes the next request at once.
+/// Measured with `studio bench ingest --backend sqlite --runs 3`: single appends from one client
+/// (goal b) p50 459 → 380 µs, p99 755 → 656 µs; 64 clients (goal c) unchanged. The cost is at
+/// most this much yielding per commit, and nothing while appends come back to back.
+const WRITER_SPIN: Duration = Duration::from_micros(300);
+
+/// The next request for the writer thread: looked for in a `yield_now` loop for [`WRITER_SPIN`],
+/// then waited for asleep. `None` once every sender is dropped and the queue is empty.
+fn next_request(rx: &mut mpsc::Receiver<AppendRequest>) -> Option<AppendRequest> {
+    let started = Instant::now();
+    while started.elapsed() < WRITER_SPIN {
+        match rx.try_recv() {
+            Ok(request) => return Some(request),
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+        }
+    }
+    rx.blocking_recv()
 }
 
 /// The first request and whatever else is queued, up to [`MAX_GROUP_EVENTS`].
