@@ -279,26 +279,26 @@ impl GroupWriter for PgGroupWriter {
         if self.conn.is_none() {
             self.conn = Some(self.pool.acquire().await?);
         }
-        let conn = self.conn();
-        sqlx::query("BEGIN").execute(&mut **conn).await?;
-        Ok(
-            sqlx::query_scalar("SELECT position FROM event_log_head FOR UPDATE")
-                .fetch_one(&mut **conn)
-                .await?,
+        // One round trip: a query string without arguments goes as one simple query, both
+        // statements in it.
+        let row = sqlx::Executor::fetch_one(
+            &mut **self.conn(),
+            "BEGIN; SELECT position FROM event_log_head FOR UPDATE",
         )
+        .await?;
+        Ok(row.try_get(0)?)
     }
 
     async fn commit(&mut self, last_position: i64) -> Result<(), StoreError> {
-        let conn = self.conn();
-        sqlx::query(
-            "WITH advanced AS (UPDATE event_log_head SET position = $1 WHERE position < $1 RETURNING position) \
-             SELECT pg_notify($2, position::text) FROM advanced",
-        )
-        .bind(last_position)
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut **conn)
-        .await?;
-        sqlx::query("COMMIT").execute(&mut **conn).await?;
+        // One round trip: the head update and `COMMIT` in one simple query (which takes no
+        // parameters; the position is an integer). If the update fails, PostgreSQL runs nothing
+        // after it, the transaction stays open and aborted, and `abandon` rolls it back.
+        let sql = format!(
+            "WITH advanced AS (UPDATE event_log_head SET position = {last_position} \
+             WHERE position < {last_position} RETURNING position) \
+             SELECT pg_notify('{NOTIFY_CHANNEL}', position::text) FROM advanced; COMMIT"
+        );
+        sqlx::Executor::execute(&mut **self.conn(), sql.as_str()).await?;
         Ok(())
     }
 
