@@ -112,12 +112,7 @@ impl State {
                 return Err(StoreError::Closed); // a reader stops only after a short chunk
             };
             let chunk = chunk?;
-            let events = match chunk.decoded.await {
-                Ok(decoded) => decoded?,
-                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-                // Only a runtime shutting down cancels a blocking task.
-                Err(_) => return Err(StoreError::Closed),
-            };
+            let events = decoded(chunk.decoded).await?;
             self.next += 1;
             if !chunk.full {
                 self.chunks = None; // stops the readers
@@ -130,9 +125,7 @@ impl State {
         // After the fast part: pages after the last event given, to the first empty one.
         let mut conn = self.pool.acquire().await?;
         let page = copy(&mut conn, &page_statement(self.last, self.rows)).await?;
-        let events = tokio::task::spawn_blocking(move || page.decode())
-            .await
-            .map_err(|_| StoreError::Closed)??;
+        let events = decoded(tokio::task::spawn_blocking(move || page.decode())).await?;
         match events.last() {
             Some((event, _)) => {
                 self.last = event.position;
@@ -143,6 +136,18 @@ impl State {
                 Ok(None)
             }
         }
+    }
+}
+
+/// The events of a page decoded on the blocking pool; a panic there goes on in the caller.
+async fn decoded(
+    decoding: JoinHandle<Result<Vec<TypedEvent>, StoreError>>,
+) -> Result<Vec<TypedEvent>, StoreError> {
+    match decoding.await {
+        Ok(events) => events,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        // Only a runtime shutting down cancels a blocking task.
+        Err(_) => Err(StoreError::Closed),
     }
 }
 
