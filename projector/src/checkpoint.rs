@@ -6,7 +6,7 @@ use crate::dead_letters::{self, DeadLetterRow};
 use crate::docs::{Docs, DocsError, TableDef};
 use crate::projection::Projection;
 use eventlog::store::TypedEvent;
-use eventlog::{EventPayload, RecordedEvent, ValidationError};
+use eventlog::{RecordedEvent, ValidationError};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -153,28 +153,19 @@ pub async fn ensure_live(
 }
 
 /// An event paired with its typed payload (or why it has none).
-pub type Decoded = (RecordedEvent, Result<EventPayload, String>);
+pub type Decoded = TypedEvent;
 
 pub fn decode_all(events: Vec<RecordedEvent>) -> Vec<Decoded> {
     events
         .into_iter()
         .map(|e| {
-            let typed = e.typed().map_err(not_in_catalogue);
+            let typed = e.typed();
             (e, typed)
         })
         .collect()
 }
 
-/// Pairs events of [`EventLog::scan_typed`](eventlog::EventLog::scan_typed), already typed by
-/// the store, as [`decode_all`] pairs those of `read_all`.
-pub fn decode_scanned(events: Vec<TypedEvent>) -> Vec<Decoded> {
-    events
-        .into_iter()
-        .map(|(e, typed)| (e, typed.map_err(not_in_catalogue)))
-        .collect()
-}
-
-fn not_in_catalogue(err: ValidationError) -> String {
+fn not_in_catalogue(err: &ValidationError) -> String {
     format!("payload does not match the catalogue: {err}")
 }
 
@@ -202,7 +193,7 @@ pub async fn apply_step(
         }
         let applied = match payload {
             Ok(payload) => projection.apply(event, payload, docs),
-            Err(error) => Err(error.clone()),
+            Err(error) => Err(not_in_catalogue(error)),
         };
         if let Err(error) = applied {
             return Err(StepError::Poison {
