@@ -358,7 +358,11 @@ pub async fn rebuild(args: RebuildArgs) -> Result<()> {
             rebuilds.push(report.events as f64 / report.elapsed_s);
             eprintln!("run {run}: rebuild {:.0} events/s", rebuilds[run - 1]);
         }
-        println!("rebuild, median of {}: {:.0} events/s", args.runs, median(rebuilds));
+        println!(
+            "rebuild, median of {}: {:.0} events/s",
+            args.runs,
+            median(rebuilds)
+        );
         log.close().await;
         return Ok(());
     }

@@ -3,6 +3,7 @@
 //! transaction holding it committed, so an acknowledged event is durable.
 
 use super::{append_group, AppendTx, Appended, GroupState, StoreError};
+use crate::envelope::StoredRow;
 use crate::envelope::{format_timestamp, ValidatedEvent};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -37,6 +38,25 @@ pub(crate) trait GroupWriter: AppendTx + Send + 'static {
     async fn commit(&mut self, last_position: i64) -> Result<(), StoreError>;
     /// Abandons the group after an error (best effort; the connection is dropped after it).
     async fn abandon(&mut self);
+
+    /// Whether the store can write a group in one statement that commits on its own
+    /// ([`append_if_head`](Self::append_if_head)). Worth it where each statement is a network
+    /// round trip (PostgreSQL); SQLite's writer is in process.
+    fn one_statement_groups(&self) -> bool {
+        false
+    }
+
+    /// Inserts `rows` (positions from `head + 1` on), advances the head and commits, in one
+    /// statement outside any transaction, but only if the log's head is still `head`; `false`,
+    /// with nothing written, if another writer appended since. Lookups made before it (through
+    /// this writer's [`AppendTx`] methods, outside a transaction) are valid exactly when it
+    /// returns `true`: every append moves the head.
+    async fn append_if_head(&mut self, head: i64, rows: &[StoredRow]) -> Result<bool, StoreError> {
+        let _ = (head, rows);
+        Err(StoreError::NotStored(
+            "this store writes no group in one statement".to_string(),
+        ))
+    }
 }
 
 /// Starts the writer as a task. It ends when every sender is dropped and the queue is drained.
@@ -199,11 +219,16 @@ impl VersionCache {
     }
 }
 
+type GroupAnswers = (Vec<Result<Vec<Appended>, StoreError>>, i64);
+
 async fn write_group<W: GroupWriter>(
     writer: &mut W,
     group: &[AppendRequest],
     cache: &mut VersionCache,
-) -> Result<(Vec<Result<Vec<Appended>, StoreError>>, i64), StoreError> {
+) -> Result<GroupAnswers, StoreError> {
+    if let Some(written) = write_group_in_one_statement(writer, group, cache).await? {
+        return Ok(written);
+    }
     let head = writer.begin().await?;
     let mut state = GroupState {
         next_position: head + 1,
@@ -216,6 +241,107 @@ async fn write_group<W: GroupWriter>(
     writer.commit(last).await?;
     cache.keep(last, state.stream_versions);
     Ok((answers, last))
+}
+
+/// The group written in one statement ([`GroupWriter::append_if_head`]): one round trip and one
+/// commit instead of `BEGIN` with the head's lock, the insert and `COMMIT` (measured with
+/// `studio bench ingest --backend postgres`, see BENCHMARKS.md). The writer decides the group
+/// against the head and stream versions it left at its last commit; the statement checks that
+/// head under its lock. `None` when this path does not apply and the group goes the usual way:
+/// the store has no such statement, the writer does not know the head (first group, or after an
+/// error), a producer chose an event id (a collision is isolated request by request, behind
+/// savepoints, in a transaction), nothing is new (the answers would rest on unchecked lookups),
+/// or another writer appended since.
+async fn write_group_in_one_statement<W: GroupWriter>(
+    writer: &mut W,
+    group: &[AppendRequest],
+    cache: &mut VersionCache,
+) -> Result<Option<GroupAnswers>, StoreError> {
+    let Some(head) = cache.head else {
+        return Ok(None);
+    };
+    let ids_chosen = group
+        .iter()
+        .any(|r| r.events.iter().any(|e| e.event_id_supplied));
+    if !writer.one_statement_groups() || ids_chosen {
+        return Ok(None);
+    }
+    let mut state = GroupState {
+        next_position: head + 1,
+        recorded_at: format_timestamp(chrono::Utc::now()),
+        stream_versions: cache.take_if_current(head),
+    };
+    let requests: Vec<&[ValidatedEvent]> = group.iter().map(|r| r.events.as_slice()).collect();
+    let mut deferred = Deferred {
+        writer: &mut *writer,
+        rows: Vec::new(),
+        wanted_savepoint: false,
+    };
+    let answers = match append_group(&mut deferred, &mut state, &requests).await {
+        Ok(answers) => answers,
+        // A slow path of `append_group` (request by request, each behind a savepoint).
+        Err(_) if deferred.wanted_savepoint => {
+            cache.forget();
+            return Ok(None);
+        }
+        Err(err) => return Err(err),
+    };
+    let rows = deferred.rows;
+    let last = state.next_position - 1;
+    if rows.is_empty() || !writer.append_if_head(head, &rows).await? {
+        cache.forget();
+        return Ok(None);
+    }
+    cache.keep(last, state.stream_versions);
+    Ok(Some((answers, last)))
+}
+
+/// A writer outside a transaction whose inserts are kept to be written in one statement. It
+/// takes no savepoints: a group that needs one goes the usual way.
+struct Deferred<'a, W> {
+    writer: &'a mut W,
+    rows: Vec<StoredRow>,
+    wanted_savepoint: bool,
+}
+
+#[async_trait]
+impl<W: GroupWriter> AppendTx for Deferred<'_, W> {
+    async fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.wanted_savepoint = true;
+        Err(no_savepoints())
+    }
+
+    async fn release_savepoint(&mut self) -> Result<(), StoreError> {
+        Err(no_savepoints())
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        Err(no_savepoints())
+    }
+
+    async fn find_existing(
+        &mut self,
+        keys: &[String],
+        event_ids: &[String],
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        self.writer.find_existing(keys, event_ids).await
+    }
+
+    async fn stream_versions(
+        &mut self,
+        streams: &[String],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        self.writer.stream_versions(streams).await
+    }
+
+    async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
+        self.rows.extend_from_slice(rows);
+        Ok(())
+    }
+}
+
+fn no_savepoints() -> StoreError {
+    StoreError::NotStored("a group written in one statement takes no savepoints".to_string())
 }
 
 /// Sends a request to the writer and waits for its answer.

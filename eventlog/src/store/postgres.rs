@@ -268,21 +268,23 @@ struct PgGroupWriter {
 }
 
 impl PgGroupWriter {
-    fn conn(&mut self) -> &mut PoolConnection<Postgres> {
-        self.conn.as_mut().expect("begin() acquires the connection")
+    /// The writer's connection, taken from the pool when it has none (at first, or after an
+    /// error dropped it).
+    async fn conn(&mut self) -> Result<&mut PoolConnection<Postgres>, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        Ok(self.conn.as_mut().expect("acquired above"))
     }
 }
 
 #[async_trait]
 impl GroupWriter for PgGroupWriter {
     async fn begin(&mut self) -> Result<i64, StoreError> {
-        if self.conn.is_none() {
-            self.conn = Some(self.pool.acquire().await?);
-        }
         // One round trip: a query string without arguments goes as one simple query, both
         // statements in it.
         let row = sqlx::Executor::fetch_one(
-            &mut **self.conn(),
+            &mut **self.conn().await?,
             "BEGIN; SELECT position FROM event_log_head FOR UPDATE",
         )
         .await?;
@@ -298,8 +300,32 @@ impl GroupWriter for PgGroupWriter {
              WHERE position < {last_position} RETURNING position) \
              SELECT pg_notify('{NOTIFY_CHANNEL}', position::text) FROM advanced; COMMIT"
         );
-        sqlx::Executor::execute(&mut **self.conn(), sql.as_str()).await?;
+        sqlx::Executor::execute(&mut **self.conn().await?, sql.as_str()).await?;
         Ok(())
+    }
+
+    fn one_statement_groups(&self) -> bool {
+        true
+    }
+
+    async fn append_if_head(&mut self, head: i64, rows: &[StoredRow]) -> Result<bool, StoreError> {
+        let last = rows.last().map_or(head, |r| r.position);
+        // The head's row is locked by the `UPDATE`; if another writer moved it meanwhile, the
+        // `UPDATE` finds no row at `head` once that writer commits, and the insert, which takes
+        // its rows joined with the `UPDATE`'s, inserts none. All of it commits (or fails) as
+        // one statement, the notification with it.
+        let sql = format!(
+            "WITH head AS (UPDATE event_log_head SET position = $14 WHERE position = $15 \
+             RETURNING position), \
+             inserted AS (INSERT INTO events ({INSERT_COLUMNS}) SELECT u.* FROM head, {UNNEST_ROWS} AS u) \
+             SELECT pg_notify('{NOTIFY_CHANNEL}', position::text) FROM head"
+        );
+        let advanced = bind_rows(sqlx::query(&sql), rows)
+            .bind(last)
+            .bind(head)
+            .fetch_optional(&mut **self.conn().await?)
+            .await?;
+        Ok(advanced.is_some())
     }
 
     async fn abandon(&mut self) {
@@ -314,21 +340,21 @@ impl GroupWriter for PgGroupWriter {
 impl AppendTx for PgGroupWriter {
     async fn savepoint(&mut self) -> Result<(), StoreError> {
         sqlx::query("SAVEPOINT append_request")
-            .execute(&mut **self.conn())
+            .execute(&mut **self.conn().await?)
             .await?;
         Ok(())
     }
 
     async fn release_savepoint(&mut self) -> Result<(), StoreError> {
         sqlx::query("RELEASE SAVEPOINT append_request")
-            .execute(&mut **self.conn())
+            .execute(&mut **self.conn().await?)
             .await?;
         Ok(())
     }
 
     async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
         sqlx::query("ROLLBACK TO SAVEPOINT append_request")
-            .execute(&mut **self.conn())
+            .execute(&mut **self.conn().await?)
             .await?;
         Ok(())
     }
@@ -343,7 +369,7 @@ impl AppendTx for PgGroupWriter {
         ))
         .bind(keys)
         .bind(event_ids)
-        .fetch_all(&mut **self.conn())
+        .fetch_all(&mut **self.conn().await?)
         .await?;
         Ok(rows.iter().map(stored_row).collect::<Result<_, _>>()?)
     }
@@ -356,7 +382,7 @@ impl AppendTx for PgGroupWriter {
             "SELECT stream, MAX(stream_version) AS version FROM events WHERE stream = ANY($1) GROUP BY stream",
         )
         .bind(streams)
-        .fetch_all(&mut **self.conn())
+        .fetch_all(&mut **self.conn().await?)
         .await?;
         Ok(rows
             .iter()
@@ -365,7 +391,7 @@ impl AppendTx for PgGroupWriter {
     }
 
     async fn insert(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
-        Ok(insert_rows(self.conn(), rows).await?)
+        Ok(insert_rows(self.conn().await?, rows).await?)
     }
 }
 
@@ -377,30 +403,42 @@ pub async fn insert_rows(
 ) -> Result<(), sqlx::Error> {
     // One statement per request whatever its size: columns travel as arrays and UNNEST
     // zips them back into rows.
+    let sql = format!("INSERT INTO events ({INSERT_COLUMNS}) SELECT * FROM {UNNEST_ROWS}");
+    bind_rows(sqlx::query(&sql), rows)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+const INSERT_COLUMNS: &str = "position, event_id, event_type, schema_version, stream, \
+     stream_version, idempotency_key, correlation_id, causation_id, producer, occurred_at, \
+     recorded_at, payload";
+
+/// Rows from the arrays `$1` … `$13` that [`bind_rows`] binds, in [`INSERT_COLUMNS`]' order.
+const UNNEST_ROWS: &str = "UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], \
+     $4::bigint[]::int[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], \
+     $10::text[], $11::text[], $12::text[], $13::text[]::json[])";
+
+/// Binds the rows' columns as the arrays `$1` … `$13` of [`UNNEST_ROWS`].
+fn bind_rows<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    rows: &[StoredRow],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     let col = |f: fn(&StoredRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
     let opt = |f: fn(&StoredRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
     let int = |f: fn(&StoredRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO events (position, event_id, event_type, schema_version, stream, stream_version, \
-         idempotency_key, correlation_id, causation_id, producer, occurred_at, recorded_at, payload) \
-         SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::bigint[]::int[], $5::text[], \
-         $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-         $13::text[]::json[])",
-    )
-    .bind(int(|r| r.position))
-    .bind(col(|r| r.event_id.clone()))
-    .bind(col(|r| r.event_type.clone()))
-    .bind(int(|r| r.schema_version))
-    .bind(col(|r| r.stream.clone()))
-    .bind(int(|r| r.stream_version))
-    .bind(opt(|r| r.idempotency_key.clone()))
-    .bind(opt(|r| r.correlation_id.clone()))
-    .bind(opt(|r| r.causation_id.clone()))
-    .bind(opt(|r| r.producer.clone()))
-    .bind(col(|r| r.occurred_at.clone()))
-    .bind(col(|r| r.recorded_at.clone()))
-    .bind(col(|r| r.payload.clone()))
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
+    query
+        .bind(int(|r| r.position))
+        .bind(col(|r| r.event_id.clone()))
+        .bind(col(|r| r.event_type.clone()))
+        .bind(int(|r| r.schema_version))
+        .bind(col(|r| r.stream.clone()))
+        .bind(int(|r| r.stream_version))
+        .bind(opt(|r| r.idempotency_key.clone()))
+        .bind(opt(|r| r.correlation_id.clone()))
+        .bind(opt(|r| r.causation_id.clone()))
+        .bind(opt(|r| r.producer.clone()))
+        .bind(col(|r| r.occurred_at.clone()))
+        .bind(col(|r| r.recorded_at.clone()))
+        .bind(col(|r| r.payload.clone()))
 }
