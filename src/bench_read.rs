@@ -18,7 +18,6 @@ use eventlog::{EventLog, EventPayload, ValidatedEvent};
 use hdrhistogram::Histogram;
 use projector::checkpoint::decode_all;
 use projector::docs::Docs;
-use projector::rebuild::ScannedBatch;
 use projector::ReadDb;
 use std::sync::Arc;
 use std::time::Instant;
@@ -284,27 +283,24 @@ async fn in_memory_fold(log: &dyn EventLog) -> Result<(u64, usize)> {
     let mut docs: Vec<Docs> = projections.iter().map(|_| Docs::default()).collect();
     let mut n = 0u64;
     let mut scan = log.scan_typed(0, projector::rebuild::REBUILD_BATCH);
-    loop {
-        let batch = ScannedBatch::next(&mut scan).await?;
-        let decoded = batch.events();
-        if decoded.is_empty() {
-            break;
-        }
+    // Page by page, as the rebuild folds.
+    while let Some(page) = scan.next().await {
+        let page = page?;
         for (i, p) in projections.iter().enumerate() {
-            for (e, payload) in decoded.iter().copied() {
+            for (e, payload) in &page {
                 if let Ok(payload) = payload {
                     p.want(e, payload, &mut docs[i]);
                 }
             }
             docs[i].assume_absent();
-            for (e, payload) in decoded.iter().copied() {
+            for (e, payload) in &page {
                 if let Ok(payload) = payload {
                     p.apply(e, payload, &mut docs[i])
                         .map_err(anyhow::Error::msg)?;
                 }
             }
         }
-        n += decoded.len() as u64;
+        n += page.len() as u64;
     }
     Ok((n, docs.iter().map(Docs::len).sum()))
 }
@@ -390,12 +386,8 @@ pub async fn rebuild(args: RebuildArgs) -> Result<()> {
         let t = Instant::now();
         let mut scan = log.scan_typed(0, projector::rebuild::REBUILD_BATCH);
         let mut scanned = 0usize;
-        loop {
-            let batch = ScannedBatch::next(&mut scan).await?;
-            if batch.last_position().is_none() {
-                break;
-            }
-            scanned += batch.events().len();
+        while let Some(page) = scan.next().await {
+            scanned += page?.len();
         }
         scans.push(scanned as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();

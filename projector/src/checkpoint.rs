@@ -180,6 +180,21 @@ pub async fn apply_step(
     events: &[&Decoded],
     dead: &HashMap<i64, (String, u32)>,
 ) -> Result<(), StepError> {
+    fold_step(projection, tx, docs, physical, events, dead).await?;
+    docs.flush(tx, physical, projection.tables()).await?;
+    Ok(())
+}
+
+/// [`apply_step`] without the write-back: the changed documents stay in `docs` until a
+/// [`Docs::flush`]. A rebuild folds page by page and writes back once per transaction.
+pub async fn fold_step(
+    projection: &dyn Projection,
+    tx: &mut ReadTx,
+    docs: &mut Docs,
+    physical: &(dyn Fn(&str) -> String + Sync),
+    events: &[&Decoded],
+    dead: &HashMap<i64, (String, u32)>,
+) -> Result<(), StepError> {
     for (event, payload) in events {
         if let (Ok(payload), false) = (payload, dead.contains_key(&event.position)) {
             projection.want(event, payload, docs);
@@ -202,7 +217,6 @@ pub async fn apply_step(
             });
         }
     }
-    docs.flush(tx, physical, projection.tables()).await?;
     Ok(())
 }
 

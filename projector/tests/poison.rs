@@ -17,6 +17,7 @@ use projector::replay::{replay, ReplayOutcome};
 on_both_stores!(
     a_dispatch_for_an_unknown_run_is_dead_lettered_and_the_projection_moves_on,
     a_replayed_dead_letter_applies_once_its_subject_exists,
+    a_rebuild_dead_letters_a_poison_event_deep_in_a_transaction_and_matches_the_live_model,
 );
 
 fn run_created(run_id: &str) -> EventPayload {
@@ -144,6 +145,82 @@ async fn a_dispatch_for_an_unknown_run_is_dead_lettered_and_the_projection_moves
     t.drive(&mut runner).await;
     assert_eq!(dead_letters(&t.db, None, true).await.unwrap().len(), 1);
     runner.stop().await;
+    t.close().await;
+}
+
+/// A rebuild folds page by page (pages of 2,000 events on both stores) and commits every
+/// `REBUILD_BATCH` events; a poison event several pages into a transaction rolls it back, and
+/// every page since the last commit is folded again without the poison event. The rebuilt model
+/// must equal the live one.
+async fn a_rebuild_dead_letters_a_poison_event_deep_in_a_transaction_and_matches_the_live_model(
+    store: Store,
+) {
+    const DISPATCHES: u64 = 8_000;
+    let t = TestDb::open(store).await;
+    let variant = variant_id("fx-1", "render", "sim-cheap");
+    let EventPayload::RunCreated(mut created) = run_created("lt_real") else {
+        unreachable!("run_created makes a RunCreated")
+    };
+    // A plan with room for every dispatch (one beyond it would be poison too).
+    created.stages[0].target_rps = DISPATCHES as f64;
+    let mut payloads = vec![
+        registered(&variant, Some(0.01)),
+        EventPayload::RunCreated(created),
+        EventPayload::RunStarted(RunStarted {
+            run_id: "lt_real".into(),
+            mode: RunMode::Runner,
+            executor: None,
+        }),
+    ];
+    for seq in 1..=DISPATCHES {
+        payloads.push(EventPayload::LoadDispatchSubmitted(LoadDispatchSubmitted {
+            run_id: "lt_real".into(),
+            dispatch_id: load_dispatch_id("lt_real", seq),
+            seq,
+            stage_index: 0,
+            variant_id: variant.clone(),
+            scheduled_at: timestamp_ms(seq as i64),
+        }));
+        payloads.push(completed("lt_real", seq));
+    }
+    // Past the first commit and in the third page of the second transaction.
+    let poison_index = projector::rebuild::REBUILD_BATCH + 4_500;
+    payloads.insert(poison_index, completed("lt_ghost", 1));
+    let mut positions = Vec::new();
+    for chunk in payloads.chunks(4_000) {
+        positions.extend(t.append_payloads(chunk).await);
+    }
+    let poison = positions[poison_index];
+
+    let mut runner = t.runner();
+    t.drive(&mut runner).await;
+    runner.stop().await;
+    let answer = |t: &TestDb| {
+        let db = t.db.clone();
+        async move {
+            let mut s = Snapshot::open(&db, &["load_tests"]).await.unwrap();
+            query::load_test_run(&mut s, "lt_real").await.unwrap()
+        }
+    };
+    let live = answer(&t).await.expect("the live run");
+    assert_eq!(live["totals"]["succeeded"], DISPATCHES);
+
+    let projections = projector::all_projections();
+    let list: Vec<&dyn projector::Projection> = projections.iter().map(|p| p.as_ref()).collect();
+    let report = projector::rebuild::rebuild_all(&t.db, t.log.as_ref(), &list, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.events, t.head().await as u64);
+    let rebuilt = answer(&t).await.expect("the rebuilt run");
+    assert_eq!(rebuilt, live, "the rebuild differs from the live model");
+    let dead = dead_letters(&t.db, None, true).await.unwrap();
+    assert_eq!(
+        dead.iter()
+            .map(|d| (d.projection.as_str(), d.position))
+            .collect::<Vec<_>>(),
+        [("load_tests", poison)],
+        "{dead:#?}"
+    );
     t.close().await;
 }
 

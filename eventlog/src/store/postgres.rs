@@ -19,6 +19,20 @@
 //!   WAL flush serve hundreds of appends. Several `studio serve` instances still append safely:
 //!   they take turns on the counter row.
 //!
+//! The lock comes in one of two shapes, both taking the counter row before any position:
+//!
+//! - **one statement** (the common case): the writer remembers the head it left at its last
+//!   commit and decides the next group against it, then sends one statement, outside any
+//!   transaction, that updates the counter from that head, inserts the rows joined to the
+//!   update's result and sends the `NOTIFY`. If another process moved the head meanwhile, the
+//!   update matches no row (PostgreSQL re-checks its condition once the other transaction
+//!   commits), nothing is inserted, and the writer redoes the group the locked way. One round
+//!   trip and one commit instead of three round trips: single appends went from p50 801 µs to
+//!   448 µs and 64 concurrent appenders from 20k to 25k events/s (`studio bench ingest`);
+//! - **a locked transaction**: `BEGIN; SELECT … FOR UPDATE`, look-ups, insert, counter update and
+//!   `COMMIT`. Used for a writer's first group, after another writer appended, and for requests
+//!   whose producer chose event ids (a collision is isolated behind savepoints).
+//!
 //! Readers of other processes learn of new positions through `NOTIFY studio_events` (sent in the
 //! append transaction, so delivered only on commit) and, as a fallback, by reading the counter.
 
