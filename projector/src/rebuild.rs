@@ -168,21 +168,27 @@ pub async fn rebuild_all(
     let mut scan = log.scan_typed(position, REBUILD_BATCH);
     // The pages folded since the last commit: folded again if a poison event rolls back.
     let mut pending = Pending::default();
-    let mut tx = db.begin_write().await?;
+    // Begun with the first page after each commit.
+    let mut tx: Option<ReadTx> = None;
     loop {
-        let page = match scan.next().await {
-            Some(page) => page?,
-            None => break,
-        };
-        let Some(last) = page.last().map(|(e, _)| e.position) else {
-            continue;
-        };
-        pending.push(page);
-        tx = pending
-            .fold_last(db, tx, projections, &mut docs, &mut dead)
-            .await?;
-        if pending.events >= REBUILD_BATCH {
-            commit_pending(tx, projections, &mut docs).await?;
+        let page = scan.next().await.transpose()?;
+        let ended = page.is_none();
+        if let Some(page) = page.filter(|p| !p.is_empty()) {
+            pending.push(page);
+            let open = match tx.take() {
+                Some(open) => open,
+                None => db.begin_write().await?,
+            };
+            tx = Some(
+                pending
+                    .fold_last(db, open, projections, &mut docs, &mut dead)
+                    .await?,
+            );
+        }
+        let full = ended || pending.events >= REBUILD_BATCH;
+        if let Some(open) = tx.take_if(|_| full) {
+            let last = pending.last_position().expect("a transaction holds pages");
+            commit_pending(open, projections, &mut docs).await?;
             events_done += std::mem::take(&mut pending).events as u64;
             position = last;
             head = head.max(last);
@@ -192,22 +198,10 @@ pub async fn rebuild_all(
                 events: events_done,
                 elapsed_s: started.elapsed().as_secs_f64(),
             });
-            tx = db.begin_write().await?;
         }
-    }
-    if let Some(last) = pending.last_position() {
-        commit_pending(tx, projections, &mut docs).await?;
-        events_done += pending.events as u64;
-        position = last;
-        head = head.max(last);
-        progress(Progress {
-            position,
-            head,
-            events: events_done,
-            elapsed_s: started.elapsed().as_secs_f64(),
-        });
-    } else {
-        drop(tx);
+        if ended {
+            break;
+        }
     }
     drop(scan);
 
