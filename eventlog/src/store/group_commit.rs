@@ -257,13 +257,16 @@ async fn write_group_in_one_statement<W: GroupWriter>(
     group: &[AppendRequest],
     cache: &mut VersionCache,
 ) -> Result<Option<GroupAnswers>, StoreError> {
+    if !writer.one_statement_groups() {
+        return Ok(None);
+    }
     let Some(head) = cache.head else {
         return Ok(None);
     };
     let ids_chosen = group
         .iter()
         .any(|r| r.events.iter().any(|e| e.event_id_supplied));
-    if !writer.one_statement_groups() || ids_chosen {
+    if ids_chosen {
         return Ok(None);
     }
     let mut state = GroupState {
