@@ -18,6 +18,6 @@ pub mod upcast;
 pub mod validation;
 
 pub use catalogue::{EventPayload, Severity};
-pub use envelope::{RecordedEvent, ValidatedEvent};
+pub use envelope::{FoldEvent, RecordedEvent, ValidatedEvent};
 pub use store::{open, wait_for_position, Appended, EventLog, StoreError};
 pub use validation::{ValidationError, Violation};

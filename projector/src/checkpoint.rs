@@ -6,7 +6,7 @@ use crate::dead_letters::{self, DeadLetterRow};
 use crate::docs::{Docs, DocsError, TableDef};
 use crate::projection::Projection;
 use eventlog::store::TypedEvent;
-use eventlog::{RecordedEvent, ValidationError};
+use eventlog::{FoldEvent, RecordedEvent, ValidationError};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -155,14 +155,9 @@ pub async fn ensure_live(
 /// An event paired with its typed payload (or why it has none).
 pub type Decoded = TypedEvent;
 
+/// Events read by `read_all`, as a fold sees them (what a scan gives, see `scan_typed`).
 pub fn decode_all(events: Vec<RecordedEvent>) -> Vec<Decoded> {
-    events
-        .into_iter()
-        .map(|e| {
-            let typed = e.typed();
-            (e, typed)
-        })
-        .collect()
+    events.into_iter().map(FoldEvent::typed).collect()
 }
 
 fn not_in_catalogue(err: &ValidationError) -> String {
@@ -224,7 +219,7 @@ pub async fn fold_step(
 pub async fn record_dead_letter(
     tx: &mut ReadTx,
     projection: &str,
-    event: &RecordedEvent,
+    event: &FoldEvent,
     error: &str,
     attempts: u32,
 ) -> Result<(), sqlx::Error> {

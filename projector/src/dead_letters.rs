@@ -5,7 +5,7 @@
 
 use crate::checkpoint::now_text;
 use crate::db::{ReadDb, ReadTx};
-use eventlog::RecordedEvent;
+use eventlog::FoldEvent;
 use std::collections::HashMap;
 
 /// A dead-letter table and the column naming the reader that owns each row.
@@ -44,7 +44,7 @@ impl DeadLetterTable {
         &self,
         tx: &mut ReadTx,
         owner: &str,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         error: &str,
         attempts: u32,
     ) -> Result<(), sqlx::Error> {
@@ -59,7 +59,7 @@ impl DeadLetterTable {
                 owner.into(),
                 event.position.into(),
                 event.event_id.to_string().into(),
-                event.event_type.clone().into(),
+                event.event_type.to_string().into(),
                 error.into(),
                 i64::from(attempts).into(),
                 now_text().into(),

@@ -5,7 +5,7 @@
 //! (that is what sinks are for).
 
 use crate::docs::{Docs, TableDef};
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::{EventPayload, FoldEvent};
 
 pub trait Projection: Send + Sync + 'static {
     /// Stable name: checkpoints, dead letters, `studio rebuild --projection NAME`.
@@ -19,13 +19,13 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static TableDef];
 
     /// Names the documents applying `event` will read, so a batch loads them in one go.
-    fn want(&self, event: &RecordedEvent, payload: &EventPayload, docs: &mut Docs);
+    fn want(&self, event: &FoldEvent, payload: &EventPayload, docs: &mut Docs);
 
     /// Folds one event into the documents. An error marks the event as poison for this
     /// projection: retried, then dead-lettered and skipped.
     fn apply(
         &self,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         payload: &EventPayload,
         docs: &mut Docs,
     ) -> Result<(), String>;

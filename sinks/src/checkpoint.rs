@@ -83,7 +83,7 @@ pub async fn record_dead_letter(
     attempts: u32,
 ) -> Result<(), sqlx::Error> {
     dead_letters::SINKS
-        .record(tx, sink, event, error, attempts)
+        .record(tx, sink, &event.into(), error, attempts)
         .await
 }
 

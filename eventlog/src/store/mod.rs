@@ -105,9 +105,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// payload: the read path of a fold over the whole log, such as a rebuild. The scan ends at
     /// the first read that finds nothing more.
     ///
-    /// Events come as `read_all` gives them, except that `RecordedEvent::payload` is
-    /// `Value::Null` where the typed payload was parsed straight from the stored text: a fold
-    /// reads the typed payload. The stores read ahead of the caller and decode off its task.
+    /// Each event comes as the fold's view of it ([`FoldEvent`](crate::FoldEvent)): the same
+    /// position, id, type and occurrence time as `read_all` gives, with the typed payload
+    /// `RecordedEvent::typed` gives. The stores read only those columns, read ahead of the
+    /// caller and decode off its task.
     fn scan_typed(&self, after_position: i64, limit: usize) -> TypedScan<'_> {
         scan::scan_by_pages(self, after_position, limit)
     }

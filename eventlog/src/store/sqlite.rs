@@ -260,9 +260,8 @@ impl EventLog for SqliteEventLog {
 
 /// A page of a scan. Rows are read in place by rusqlite on a blocking thread (see
 /// [`SqliteScan`]), so `RawEvent` borrows each column's text from SQLite's own buffer.
-const SCAN_PAGE_SQL: &str = "SELECT position, event_id, event_type, schema_version, stream, \
-    stream_version, idempotency_key, correlation_id, causation_id, producer, occurred_at, \
-    recorded_at, payload FROM events WHERE position > ?1 ORDER BY position LIMIT ?2";
+const SCAN_PAGE_SQL: &str = "SELECT position, event_id, event_type, schema_version, occurred_at, \
+    payload FROM events WHERE position > ?1 ORDER BY position LIMIT ?2";
 
 /// Reads a scan's pages with rusqlite on a read-only connection of its own, opened on the first
 /// read, on a thread of the blocking pool ([`scan::read_ahead_blocking`]).
@@ -326,15 +325,8 @@ impl SqliteScan {
                 event_id: scan::parse_event_id(position, required(1)?)?,
                 event_type: required(2)?,
                 schema_version: row.get(3)?,
-                stream: required(4)?,
-                stream_version: row.get(5)?,
-                idempotency_key: text(6)?,
-                correlation_id: text(7)?,
-                causation_id: text(8)?,
-                producer: text(9)?,
-                occurred_at: required(10)?,
-                recorded_at: required(11)?,
-                payload: required(12)?,
+                occurred_at: required(4)?,
+                payload: required(5)?,
             };
             events.push(event.into_typed()?);
         }

@@ -7,7 +7,7 @@ use crate::docs::{Doc, Docs, TableDef};
 use crate::hist::LatencyHist;
 use crate::projection::Projection;
 use eventlog::catalogue::{BenchmarkInput, Outcome};
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::{EventPayload, FoldEvent};
 use serde::{Deserialize, Serialize};
 
 pub const BENCHMARK_RUNS: TableDef = TableDef {
@@ -184,7 +184,7 @@ impl Projection for BenchmarksProjection {
         &[&BENCHMARK_RUNS, &BENCHMARK_ITEMS, &RUN_ARTIFACTS]
     }
 
-    fn want(&self, _event: &RecordedEvent, payload: &EventPayload, docs: &mut Docs) {
+    fn want(&self, _event: &FoldEvent, payload: &EventPayload, docs: &mut Docs) {
         use EventPayload::*;
         match payload {
             BenchmarkRunCreated(p) => docs.want::<BenchmarkRun>(&p.benchmark_run_id),
@@ -203,7 +203,7 @@ impl Projection for BenchmarksProjection {
 
     fn apply(
         &self,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         payload: &EventPayload,
         docs: &mut Docs,
     ) -> Result<(), String> {

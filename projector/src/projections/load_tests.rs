@@ -8,7 +8,7 @@ use crate::hist::{LatencyHist, Percentiles};
 use crate::projection::Projection;
 use chrono::DateTime;
 use eventlog::catalogue::{stage_of_seq, Outcome, Stage, StopConditions};
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::{EventPayload, FoldEvent};
 use serde::{Deserialize, Serialize};
 
 pub const LOAD_TEST_RUNS: TableDef = TableDef {
@@ -265,7 +265,7 @@ impl Projection for LoadTestsProjection {
         &[&LOAD_TEST_RUNS]
     }
 
-    fn want(&self, _event: &RecordedEvent, payload: &EventPayload, docs: &mut Docs) {
+    fn want(&self, _event: &FoldEvent, payload: &EventPayload, docs: &mut Docs) {
         if let Some(run_id) = run_id(payload) {
             docs.want::<LoadTestRun>(run_id);
         }
@@ -273,7 +273,7 @@ impl Projection for LoadTestsProjection {
 
     fn apply(
         &self,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         payload: &EventPayload,
         docs: &mut Docs,
     ) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use crate::db::SqlValue;
 use crate::docs::{Doc, Docs, TableDef};
 use crate::projection::Projection;
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::{EventPayload, FoldEvent};
 use serde::{Deserialize, Serialize};
 
 pub const PRICES: TableDef = TableDef {
@@ -44,11 +44,11 @@ impl Projection for PricingProjection {
     fn tables(&self) -> &'static [&'static TableDef] {
         &[&PRICES]
     }
-    fn want(&self, _event: &RecordedEvent, _payload: &EventPayload, _docs: &mut Docs) {}
+    fn want(&self, _event: &FoldEvent, _payload: &EventPayload, _docs: &mut Docs) {}
 
     fn apply(
         &self,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         payload: &EventPayload,
         docs: &mut Docs,
     ) -> Result<(), String> {

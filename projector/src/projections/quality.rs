@@ -6,7 +6,7 @@ use crate::db::SqlValue;
 use crate::docs::{Doc, Docs, TableDef};
 use crate::projection::Projection;
 use eventlog::catalogue::Evaluator;
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::{EventPayload, FoldEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -157,7 +157,7 @@ impl Projection for QualityProjection {
         &[&QUALITY_EVALUATIONS, &QUALITY_VERDICTS, &QUALITY_SUMMARIES]
     }
 
-    fn want(&self, _event: &RecordedEvent, payload: &EventPayload, docs: &mut Docs) {
+    fn want(&self, _event: &FoldEvent, payload: &EventPayload, docs: &mut Docs) {
         match payload {
             EventPayload::EvaluationCompleted(p) => {
                 docs.want::<Verdict>(&p.dispatch_id);
@@ -175,7 +175,7 @@ impl Projection for QualityProjection {
 
     fn apply(
         &self,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         payload: &EventPayload,
         docs: &mut Docs,
     ) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use crate::db::SqlValue;
 use crate::docs::{Doc, Docs, TableDef};
 use crate::projection::Projection;
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::{EventPayload, FoldEvent};
 use serde::{Deserialize, Serialize};
 
 pub const ROUTING_BINDINGS: TableDef = TableDef {
@@ -74,7 +74,7 @@ impl Projection for RoutingProjection {
         &[&ROUTING_BINDINGS]
     }
 
-    fn want(&self, _event: &RecordedEvent, payload: &EventPayload, docs: &mut Docs) {
+    fn want(&self, _event: &FoldEvent, payload: &EventPayload, docs: &mut Docs) {
         match payload {
             EventPayload::BindingApplied(p) => {
                 docs.want::<Binding>(scope_key(&p.effect_revision_id, &p.stage))
@@ -88,7 +88,7 @@ impl Projection for RoutingProjection {
 
     fn apply(
         &self,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         payload: &EventPayload,
         docs: &mut Docs,
     ) -> Result<(), String> {

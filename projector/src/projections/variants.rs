@@ -3,7 +3,7 @@
 use crate::db::SqlValue;
 use crate::docs::{Doc, Docs, TableDef};
 use crate::projection::Projection;
-use eventlog::{EventPayload, RecordedEvent};
+use eventlog::{EventPayload, FoldEvent};
 use serde::{Deserialize, Serialize};
 
 pub const VARIANTS: TableDef = TableDef {
@@ -62,7 +62,7 @@ impl Projection for VariantsProjection {
         &[&VARIANTS]
     }
 
-    fn want(&self, _event: &RecordedEvent, payload: &EventPayload, docs: &mut Docs) {
+    fn want(&self, _event: &FoldEvent, payload: &EventPayload, docs: &mut Docs) {
         match payload {
             EventPayload::VariantRegistered(p) => docs.want::<Variant>(&p.variant_id),
             EventPayload::VariantRetired(p) => docs.want::<Variant>(&p.variant_id),
@@ -72,7 +72,7 @@ impl Projection for VariantsProjection {
 
     fn apply(
         &self,
-        event: &RecordedEvent,
+        event: &FoldEvent,
         payload: &EventPayload,
         docs: &mut Docs,
     ) -> Result<(), String> {
