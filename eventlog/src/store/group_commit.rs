@@ -57,6 +57,9 @@ pub(crate) trait GroupWriter: AppendTx + Send + 'static {
             "this store writes no group in one statement".to_string(),
         ))
     }
+
+    /// Upkeep between groups, after every request of the last one was answered.
+    async fn after_group(&mut self) {}
 }
 
 /// Starts the writer as a task. It ends when every sender is dropped and the queue is drained.
@@ -171,6 +174,7 @@ impl<W: GroupWriter> Writer<W> {
                     // stored all the same, and a retry with the same key will find them.
                     let _ = request.reply.send(answer);
                 }
+                self.store.after_group().await;
             }
             Err(err) => {
                 self.cache.forget();
