@@ -281,11 +281,15 @@ async fn a_crashed_consumer_is_replaced_without_loss_or_duplicates(log: Arc<dyn 
     // The first consumer may have stored every event before it was dropped, its last commits
     // lost with it: the replacement then stores nothing, but must re-read what was not
     // committed, find it stored and commit it.
-    wait_for_committed(&t, &end_offsets(&placed, 2)).await;
+    let end = end_offsets(&placed, 2);
+    wait_until_async("the replacement to commit the end offsets", || async {
+        t.committed().await == end
+    })
+    .await;
     consumer.stop().await.expect("replacement stopped cleanly");
 
     plan.assert_stored_exactly_once_in_order(&all_events(log.as_ref()).await);
-    assert_eq!(t.committed().await, end_offsets(&placed, 2));
+    assert_eq!(t.committed().await, end);
 }
 
 async fn a_topic_consumed_again_from_the_start_stores_nothing_twice(log: Arc<dyn EventLog>) {
@@ -604,22 +608,6 @@ async fn wait_for_events(log: &dyn EventLog, count: usize) -> Vec<RecordedEvent>
             events.len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the group's committed offsets are `expected`.
-async fn wait_for_committed(t: &Topic, expected: &[Option<i64>]) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let committed = t.committed().await;
-        if committed == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {PATIENCE:?} for the committed offsets {expected:?}; they are {committed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

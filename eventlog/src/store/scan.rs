@@ -64,9 +64,10 @@ impl RawEvent<'_> {
     /// same.
     pub(crate) fn into_typed(self) -> Result<TypedEvent, StoreError> {
         let current = upcast::current_version(self.event_type);
-        let fast = match i64::from(current) == self.schema_version {
-            true => parse_current_payload(self.event_type, self.payload).and_then(Result::ok),
-            false => None,
+        let fast = if i64::from(current) == self.schema_version {
+            parse_current_payload(self.event_type, self.payload).and_then(Result::ok)
+        } else {
+            None
         };
         let typed = match fast {
             Some(payload) => Ok(payload),
