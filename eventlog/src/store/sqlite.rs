@@ -422,9 +422,9 @@ impl GroupWriter for SqliteGroupWriter {
     /// SQLite starts the WAL over only once every frame is back in the database file; so the
     /// WAL grew to the [`WAL_AUTOCHECKPOINT_PAGES`] backstop (~40 MB) in every measurement,
     /// and every commit on the way extended the file, its fsync then also journalling the
-    /// file's new size. Measured with `studio bench ingest --backend sqlite --runs 3`, two sets
-    /// each: single appends from one client (goal b) p50 309 → 250 µs, p99 660 → 436–500 µs;
-    /// 64 clients (goal c) no slower. A background checkpoint finished by the writer (the bulk
+    /// file's new size. Measured with `studio bench ingest --backend sqlite --runs 3`, one set
+    /// before and two after: single appends from one client (goal b) p50 309 → 250 µs, p99
+    /// 660 → 436–500 µs; 64 clients (goal c) no slower. A background checkpoint finished by the writer (the bulk
     /// copied beside it) gave a worse p99 (493–609 µs): its fsync of the database file slowed
     /// the commits' fsyncs.
     async fn after_group(&mut self) {
