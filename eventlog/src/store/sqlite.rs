@@ -382,7 +382,7 @@ pub fn open_writer(path: &std::path::Path) -> Result<rusqlite::Connection, rusql
     // keeps such a journal in memory up to 64 KiB and then spills it to a new temporary file,
     // created and unlinked in the writer's path. With 64 clients each appending to its own
     // stream, a group rewrites one index page per stream, so nearly every second group spilled
-    // (`strace`: ~1,400 `etilqs_*` files in one `bench ingest` run); in memory, (c) rose from
+    // (`strace`: ~1,800 `etilqs_*` files in 120 s of `bench ingest`); in memory, (c) rose from
     // 4.32 and 4.12 to 4.79 and 4.47 in alternating sets. The journal is bounded by the pages a
     // group touches and freed at its commit.
     conn.pragma_update(None, "temp_store", "memory")?;
@@ -433,9 +433,9 @@ impl GroupWriter for SqliteGroupWriter {
     /// and every commit on the way extended the file, its fsync then also journalling the
     /// file's new size. Measured with `studio bench ingest --backend sqlite --runs 3`, one set
     /// before and two after: single appends from one client (goal b) p50 309 → 250 µs, p99
-    /// 660 → 436–500 µs; 64 clients (goal c) no slower. A background checkpoint finished by the writer (the bulk
-    /// copied beside it) gave a worse p99 (493–609 µs): its fsync of the database file slowed
-    /// the commits' fsyncs.
+    /// 660 → 436–500 µs; 64 clients (goal c) no slower. A background checkpoint finished by
+    /// the writer (the bulk copied beside it) gave a worse p99 (493–609 µs): its fsync of the
+    /// database file slowed the commits' fsyncs.
     async fn after_group(&mut self) {
         if self.checkpointed.elapsed() < CHECKPOINT_INTERVAL {
             return;
