@@ -88,12 +88,20 @@ impl ValidatedEvent {
     /// Parses and validates one published envelope. Every violation is reported, each with the
     /// path of the field at fault.
     pub fn parse(value: &Value) -> Result<Self, ValidationError> {
-        let Some(obj) = value.as_object() else {
-            return Err(ValidationError::single(
-                ".",
-                "an event must be a JSON object",
-            ));
-        };
+        let obj = envelope_object(value)?;
+        Self::validate(obj, obj.get("payload").cloned())
+    }
+
+    /// [`Self::parse`] of an envelope the caller gives up: its payload is moved into the event
+    /// instead of copied (the publish path, where the copy was ~1% of the workers' time).
+    pub fn parse_owned(mut value: Value) -> Result<Self, ValidationError> {
+        let payload = value.as_object_mut().and_then(|obj| obj.remove("payload"));
+        Self::validate(envelope_object(&value)?, payload)
+    }
+
+    /// Validates the envelope's fields, `payload` being its `payload` field, taken out of `obj`
+    /// or copied from it.
+    fn validate(obj: &Map<String, Value>, payload: Option<Value>) -> Result<Self, ValidationError> {
         let mut violations = Vec::new();
         for key in obj.keys() {
             if !ENVELOPE_FIELDS.contains(&key.as_str()) {
@@ -157,8 +165,8 @@ impl ValidatedEvent {
                 }
             },
         };
-        let payload = match obj.get("payload") {
-            Some(p @ Value::Object(_)) => Some(p.clone()),
+        let payload = match payload {
+            Some(p @ Value::Object(_)) => Some(p),
             Some(_) => {
                 fields.fail("payload", "must be a JSON object");
                 None
@@ -212,6 +220,12 @@ impl ValidatedEvent {
             _ => Err(ValidationError { violations }),
         }
     }
+}
+
+fn envelope_object(value: &Value) -> Result<&Map<String, Value>, ValidationError> {
+    value
+        .as_object()
+        .ok_or_else(|| ValidationError::single(".", "an event must be a JSON object"))
 }
 
 /// Upcasts, parses and checks a payload published at `version`.
@@ -464,6 +478,40 @@ mod tests {
         assert_eq!(event.schema_version, 1);
         assert_eq!(event.occurred_at, "2026-11-24T09:00:00.500Z");
         assert!(!event.event_id_supplied);
+    }
+
+    /// The publish path's `parse_owned` moves the payload instead of copying it, and must accept
+    /// and refuse exactly what `parse` does.
+    #[test]
+    fn parsing_an_owned_envelope_gives_what_parsing_a_borrowed_one_gives() {
+        let mut valid = completed_v1();
+        valid["event_id"] = json!("0193a3c4-8d2e-7c1a-9b4f-3e2d1c0b9a87");
+        let mut bad_payload = completed_v1();
+        bad_payload["payload"]["latency_ms"] = json!(-1);
+        let mut payload_not_an_object = completed_v1();
+        payload_not_an_object["payload"] = json!([1, 2]);
+        let mut no_payload = completed_v1();
+        no_payload.as_object_mut().unwrap().remove("payload");
+        let mut unknown_field = completed_v1();
+        unknown_field["colour"] = json!("red");
+        for value in [
+            valid,
+            bad_payload,
+            payload_not_an_object,
+            no_payload,
+            unknown_field,
+            json!("not an object"),
+        ] {
+            let borrowed = ValidatedEvent::parse(&value);
+            assert_eq!(
+                ValidatedEvent::parse_owned(value.clone()),
+                borrowed,
+                "{value}"
+            );
+        }
+        let value = completed_v1();
+        let event = ValidatedEvent::parse_owned(value.clone()).unwrap();
+        assert_eq!(event.payload, value["payload"]);
     }
 
     #[test]

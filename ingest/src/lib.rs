@@ -82,9 +82,14 @@ pub enum ConfigError {
     ZeroBodyLimit,
 }
 
-/// The state every ingest handler shares. Cheap to clone.
+/// The state every ingest handler shares. Cheap to clone: axum clones it for every request,
+/// so it is one reference count, not one per field.
 #[derive(Clone)]
 pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     log: Arc<dyn EventLog>,
     tokens: Tokens,
     max_body_bytes: usize,
@@ -111,34 +116,40 @@ impl AppState {
         }
         let metrics = IngestMetrics::register(&mut registry);
         Ok(Self {
-            log,
-            tokens,
-            max_body_bytes: config.max_body_bytes,
-            metrics,
-            registry: Arc::new(registry),
+            shared: Arc::new(Shared {
+                log,
+                tokens,
+                max_body_bytes: config.max_body_bytes,
+                metrics,
+                registry: Arc::new(registry),
+            }),
         })
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {
-        &self.log
+        &self.shared.log
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.shared.max_body_bytes
     }
 
     pub fn tokens(&self) -> &Tokens {
-        &self.tokens
+        &self.shared.tokens
     }
 
     pub fn metrics(&self) -> &IngestMetrics {
-        &self.metrics
+        &self.shared.metrics
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+        &self.shared.registry
     }
 }
 
 impl FromRef<AppState> for Tokens {
     fn from_ref(state: &AppState) -> Self {
-        state.tokens.clone()
+        state.shared.tokens.clone()
     }
 }
 
@@ -154,7 +165,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route_layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
+            state.shared.metrics.clone(),
             metrics::count_refusals,
         ));
     Router::new()

@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The content type of [`render`]'s output.
@@ -23,9 +24,15 @@ struct RefusalLabels {
     code: &'static str,
 }
 
-/// Handles to the ingest metrics; clones share the same series.
+/// Handles to the ingest metrics; clones share the same series. One reference count: the
+/// refusal-counting middleware clones it for every request.
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
+    series: Arc<Series>,
+}
+
+#[derive(Debug)]
+struct Series {
     appended_events: Counter,
     duplicate_events: Counter,
     append_requests: Counter,
@@ -37,7 +44,7 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     /// Creates the metrics and registers them under their `studio_ingest_` names.
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
+        let metrics = Series {
             appended_events: Counter::default(),
             duplicate_events: Counter::default(),
             append_requests: Counter::default(),
@@ -78,23 +85,28 @@ impl IngestMetrics {
             "Requests to /v1/events refused, by error code",
             metrics.refusals.clone(),
         );
-        metrics
+        Self {
+            series: Arc::new(metrics),
+        }
     }
 
     /// Records one call to the event log with `events` events, whatever its outcome.
     pub(crate) fn record_append_call(&self, events: usize, took: Duration) {
-        self.append_requests.inc();
-        self.batch_size.observe(events as f64);
-        self.append_duration.observe(took.as_secs_f64());
+        self.series.append_requests.inc();
+        self.series.batch_size.observe(events as f64);
+        self.series.append_duration.observe(took.as_secs_f64());
     }
 
     pub(crate) fn record_appended(&self, new: usize, duplicates: usize) {
-        self.appended_events.inc_by(new as u64);
-        self.duplicate_events.inc_by(duplicates as u64);
+        self.series.appended_events.inc_by(new as u64);
+        self.series.duplicate_events.inc_by(duplicates as u64);
     }
 
     pub fn record_refusal(&self, code: &'static str) {
-        self.refusals.get_or_create(&RefusalLabels { code }).inc();
+        self.series
+            .refusals
+            .get_or_create(&RefusalLabels { code })
+            .inc();
     }
 }
 
